@@ -1,0 +1,199 @@
+"""The distillation-method protocol, the method registry and the real-data record methods read.
+
+See the package docstring (``jaxdd.distill``) for the protocol a method implements.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from typing import Any, Callable, Protocol
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from jaxdd.data.sampler import ClassIndex, class_sample_indices
+from jaxdd.models import Network
+from jaxdd.utils.mesh import DATA_AXIS
+
+INITS = ("real", "noise")
+
+
+# ----------------------------------------------------------------------------------- real data
+
+@flax.struct.dataclass
+class RealData:
+    """The real training images a method matches, with optional per-example difficulty weights.
+
+    A pytree (pass it to jitted updates as an argument); ``num_classes`` and ``counts`` are static.
+    Build it with :meth:`from_dataset` (a pruned ``Dataset.subset`` works the same) or
+    :meth:`from_arrays`.
+    """
+
+    images: jax.Array  # (N, H, W, Ch) float32, normalised
+    labels: jax.Array  # (N,) int32
+    class_index: ClassIndex
+    weights: jax.Array | None = None  # (N,) float32 >= 0, or None (uniform)
+    num_classes: int = flax.struct.field(pytree_node=False, default=0)
+    counts: tuple[int, ...] = flax.struct.field(pytree_node=False, default=())
+
+    @classmethod
+    def from_arrays(cls, images: Any, labels: Any, num_classes: int, weights: Any = None) -> "RealData":
+        images = np.asarray(images, np.float32)
+        labels = np.asarray(labels)
+        if images.ndim != 4:
+            raise ValueError(f"real images must be (N, H, W, C), got shape {images.shape}")
+        if labels.ndim != 1 or len(labels) != len(images) or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"need one integer class label per real image: {len(images)} images, "
+                             f"labels {labels.dtype} {labels.shape}")
+        if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+            raise ValueError(f"real labels must lie in [0, {num_classes}) (the dataset's classes), got "
+                             f"[{labels.min()}, {labels.max()}]; check the labels or --dataset")
+        if not np.all(np.isfinite(images)):
+            raise ValueError("real images contain NaN or inf; check the dataset files")
+        counts = np.bincount(labels, minlength=num_classes)
+        if weights is not None:
+            weights = np.asarray(weights, np.float32)
+            if weights.shape != labels.shape:
+                raise ValueError(f"need one difficulty weight per real image: {len(labels)} images, weights "
+                                 f"of shape {weights.shape} (subset the weights together with the data)")
+            if not np.all(np.isfinite(weights)) or weights.min() < 0:
+                raise ValueError("difficulty weights must be finite and >= 0")
+            per_class = np.bincount(labels, weights=weights, minlength=num_classes)
+            if np.any((per_class <= 0) & (counts > 0)):
+                raise ValueError(f"classes {np.flatnonzero((per_class <= 0) & (counts > 0)).tolist()} have zero total "
+                                 "difficulty weight; give every class some positive weight")
+            weights = jnp.asarray(weights)
+        index = ClassIndex.from_labels(labels, num_classes)  # raises naming empty classes
+        return cls(images=jnp.asarray(images), labels=jnp.asarray(labels, jnp.int32), class_index=index,
+                   weights=weights, num_classes=int(num_classes), counts=tuple(int(c) for c in counts))
+
+    @classmethod
+    def from_dataset(cls, dataset, weights: Any = None) -> "RealData":
+        """The training split of a :class:`jaxdd.data.Dataset` (or of a pruned ``subset``)."""
+        return cls.from_arrays(dataset.x_train, dataset.y_train, dataset.num_classes, weights)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def min_count(self) -> int:
+        return min(self.counts)
+
+    def check_ipc(self, ipc: int) -> None:
+        """``ValueError`` unless every class has at least ``ipc`` real images (real init needs them)."""
+        if not isinstance(ipc, (int, np.integer)) or isinstance(ipc, bool) or ipc < 1:
+            raise ValueError(f"ipc (images per class) must be a positive integer, got {ipc!r}")
+        small = [c for c, n in enumerate(self.counts) if n < ipc]
+        if small:
+            raise ValueError(f"ipc={ipc} is larger than class {small[0]}, which has {self.counts[small[0]]} real "
+                             f"images (classes {small} are too small); use --ipc <= {self.min_count} or keep "
+                             "more data when pruning")
+
+    def batch_size(self, requested: int) -> int:
+        """Real images per class per draw: ``min(requested, smallest class)`` (the reference takes
+        ``permutation(class)[:n]``, fewer when a class is smaller)."""
+        return int(min(requested, self.min_count))
+
+    def sample(self, key: jax.Array, n: int, mesh: Mesh | None = None) -> tuple[jax.Array, jax.Array | None]:
+        """``n`` distinct real images of every class: images (C, n, H, W, Ch) and their weights
+        (C, n) (None without weights). Class c uses ``split(key, C)[c]`` (as
+        ``jaxdd.data.sampler.sample_class_batches``). With ``mesh`` the ``n`` axis is split over
+        the devices (``n`` must be a multiple of the mesh size)."""
+        c = self.num_classes
+        idx = jax.vmap(lambda k, cl: class_sample_indices(k, self.class_index, cl, n))(
+            jax.random.split(key, c), jnp.arange(c))
+        x = self.images[idx]
+        w = None if self.weights is None else self.weights[idx]
+        if mesh is not None:
+            if n % mesh.size:
+                raise ValueError(f"the real batch per class ({n}) must be a multiple of the {mesh.size} devices "
+                                 "to shard it; choose batch_real accordingly or run without a mesh")
+            x = jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P(None, DATA_AXIS)))
+            if w is not None:
+                w = jax.lax.with_sharding_constraint(w, NamedSharding(mesh, P(None, DATA_AXIS)))
+        return x, w
+
+
+def init_images(key: jax.Array, real: RealData, ipc: int, init: str) -> tuple[jax.Array, jax.Array]:
+    """Initial synthetic set, grouped by class: ``ipc`` distinct real images per class (``real``)
+    or standard-normal noise in the normalised space (``noise``). Returns (images, labels)."""
+    real.check_ipc(ipc)
+    c = real.num_classes
+    labels = jnp.repeat(jnp.arange(c, dtype=jnp.int32), ipc)
+    if init == "real":
+        x, _ = real.sample(key, ipc)
+        return x.reshape((c * ipc,) + real.image_shape), labels
+    if init == "noise":
+        return jax.random.normal(key, (c * ipc,) + real.image_shape, jnp.float32), labels
+    raise ValueError(f"unknown init {init!r}; choose one of {INITS}")
+
+
+# --------------------------------------------------------------------------------- the protocol
+
+class Method(Protocol):
+    """What the driver needs from a distillation method (see ``jaxdd.distill`` docstring)."""
+
+    name: str
+    config: Any  # a frozen dataclass with at least ``ipc`` and ``iterations``
+
+    def init(self, key: jax.Array, real: RealData) -> Any: ...
+
+    def update(self, state: Any, real: RealData) -> tuple[Any, dict[str, jax.Array]]: ...
+
+    def synthetic(self, state: Any) -> tuple[jax.Array, jax.Array, jax.Array | None]: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    config_cls: type
+    build: Callable[..., Method]  # build(network, config, mesh=None) -> Method
+    description: str
+
+
+_METHODS: dict[str, MethodSpec] = {}
+
+
+def register_method(name: str, config_cls: type, description: str = ""):
+    """Decorator registering ``build(network, config, mesh=None) -> Method`` under ``name``."""
+    def wrap(build):
+        _METHODS[name] = MethodSpec(name, config_cls, build, description)
+        return build
+    return wrap
+
+
+def available_methods() -> list[str]:
+    return sorted(_METHODS)
+
+
+def method_spec(name: str) -> MethodSpec:
+    if name not in _METHODS:
+        close = difflib.get_close_matches(name, list(_METHODS), n=2)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown distillation method {name!r}.{hint} Available: {', '.join(available_methods())}")
+    return _METHODS[name]
+
+
+def method_config(name: str, **overrides: Any) -> Any:
+    """The config dataclass of method ``name`` with ``overrides`` (unknown fields raise)."""
+    spec = method_spec(name)
+    fields = {f.name for f in dataclasses.fields(spec.config_cls)}
+    bad = sorted(set(overrides) - fields)
+    if bad:
+        raise ValueError(f"method {name!r} has no setting(s) {bad}; its settings are {sorted(fields)}")
+    return spec.config_cls(**overrides)
+
+
+def build_method(name: str, network: Network, mesh: Mesh | None = None, **overrides: Any) -> Method:
+    """``build_method("dc", net, ipc=10, sdc=0.1)``: the registered method with its config."""
+    return method_spec(name).build(network, method_config(name, **overrides), mesh=mesh)
+
+
+def config_dict(config: Any) -> dict:
+    """A method config as a JSON-ready dict (recorded in every output)."""
+    return dataclasses.asdict(config)

@@ -1,0 +1,287 @@
+"""The distillation driver: runs any registered method (see ``jaxdd.distill``) and owns the rest.
+
+``distill(method, real, dataset, out=...)`` jits ``method.update`` and runs it for ``iterations``
+with a tqdm bar showing the loss; every ``checkpoint_every`` iterations it saves an orbax
+checkpoint (``out/checkpoints``, the method state plus the history in the metadata) and a PNG grid
+of the synthetic set; every ``track_every`` iterations it records the synthetic set's difficulty
+(mean GraNd ``‖∇_θ ℓ‖₂`` under ``track_models`` freshly initialised networks, the same networks
+each time, so the curve is comparable across iterations; SDC, Wang et al. 2024, track it the same
+way); every ``eval_every`` iterations it trains ``eval_models`` networks on the current set for
+``eval_epochs`` epochs (a quick look; the final evaluation uses the full preset).
+
+Resume (``resume=True``) restores the latest checkpoint and its history and continues; every
+random draw comes from the checkpointed method state or from keys folded from ``seed`` and the
+iteration number, so a killed and resumed run ends bit-identical to an uninterrupted one.
+NaN guard: after every update all floating leaves of the state are checked; a non-finite value
+raises :class:`NonFiniteError` (a ``ValueError``) before anything is saved, so the last good
+checkpoint stays the latest.
+
+Outputs in ``out``: ``checkpoints/``, ``grid.png`` (one row per class), ``difficulty.png`` and
+``loss.png``, ``history.json``, ``distilled/`` (a :class:`~jaxdd.data.distilled.DistilledSet`)
+and ``results.json`` (run config, final evaluation table, timing); all written atomically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdd.data.distilled import DistilledSet
+from jaxdd.distill.base import Method, RealData, config_dict
+from jaxdd.distill.losses import per_example_grad_norms
+from jaxdd.utils.io import write_json
+from jaxdd.utils.mesh import replicate
+
+# fold_in tags of the run key: independent streams for init / evaluation / tracking / final eval
+_INIT, _EVAL, _TRACK, _FINAL = 0, 1, 2, 3
+
+
+class NonFiniteError(ValueError):
+    """The synthetic set (or another learnable tensor) became NaN or inf."""
+
+
+@dataclasses.dataclass
+class DistillResult:
+    distilled: DistilledSet
+    state: Any
+    history: list[dict]
+    evaluation: dict | None
+    out: Path | None
+    resumed_from: int | None
+    seconds: float  # wall time of the iterations run in this call
+
+
+def synthetic_difficulty(network, images: jax.Array, labels: jax.Array, key: jax.Array,
+                         num_models: int = 4) -> jax.Array:
+    """(num_models, N) per-example GraNd ``‖∇_θ ℓ(f_θ(x̃_i), ỹ_i)‖₂`` of the synthetic set under
+    ``num_models`` freshly initialised networks ``net.init(split(key, M)[m])`` (Paul et al. 2021).
+    Soft-label rows are scored against their argmax."""
+    labels = labels.argmax(-1) if labels.ndim == 2 else labels
+    variables = jax.vmap(network.init)(jax.random.split(key, num_models))
+    return jax.vmap(lambda v: per_example_grad_norms(network, v, images, labels))(variables)
+
+
+def _finite(state: Any) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(state)
+              if isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _step(method: Method, state: Any, real: RealData):
+    """One jitted iteration and the NaN guard; methods are hashable, so equal methods share the
+    compiled step across ``distill`` calls (e.g. a resumed run in the same process)."""
+    state, metrics = method.update(state, real)
+    return state, metrics, _finite(state)
+
+
+_track = jax.jit(synthetic_difficulty, static_argnums=(0, 4))
+
+
+def _hard(labels: np.ndarray) -> np.ndarray:
+    return labels.argmax(-1) if labels.ndim == 2 else labels
+
+
+def _distilled_set(method: Method, state: Any, dataset, run_config: dict) -> DistilledSet:
+    images, labels, lr = method.synthetic(state)
+    return DistilledSet(images=np.asarray(images, np.float32), labels=np.asarray(labels),
+                        num_classes=dataset.num_classes, dataset=dataset.name, mean=np.asarray(dataset.mean),
+                        std=np.asarray(dataset.std), lr=None if lr is None else float(lr),
+                        zca=dataset.zca is not None, config=run_config)
+
+
+def _save_grid(path: Path, distilled: DistilledSet, dataset) -> None:
+    from jaxdd.utils.images import save_class_grid
+
+    pixels = dataset.denormalize(distilled.images)
+    save_class_grid(path, pixels, distilled.labels, distilled.num_classes)
+
+
+def _plot_history(out: Path, history: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from jaxdd.utils.images import save_figure
+
+    tracked = [h for h in history if "grand" in h]
+    if tracked:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        its = [h["iteration"] for h in tracked]
+        per_class = np.asarray([h["grand_per_class"] for h in tracked])
+        for c in range(per_class.shape[1]):
+            ax.plot(its, per_class[:, c], lw=0.8, alpha=0.4)
+        ax.plot(its, [h["grand"] for h in tracked], "k-o", ms=3, label="mean (thin: per class)")
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("GraNd of the synthetic set\n(fresh networks)")
+        ax.legend()
+        save_figure(out / "difficulty.png", fig)
+    losses = [h for h in history if "loss" in h]
+    if losses:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot([h["iteration"] for h in losses], [h["loss"] for h in losses], lw=0.8)
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("matching loss per class")
+        save_figure(out / "loss.png", fig)
+
+
+def distill(method: Method, real: RealData, dataset, *, seed: int = 0, iterations: int | None = None,
+            out: str | Path | None = None, resume: bool = False, checkpoint_every: int = 50,
+            track_every: int | None = None, track_models: int = 4, eval_every: int = 0, eval_epochs: int = 50,
+            eval_models: int = 2, final_eval: bool = True, eval_preset: str | None = None,
+            eval_final_epochs: int | None = None, eval_final_models: int | None = None, mesh=None,
+            progress: bool = True, extra_config: dict | None = None,
+            callback: Callable[[int, Any, dict], Any] | None = None) -> DistillResult:
+    """Run ``method`` on ``real`` for ``iterations`` (default ``method.config.iterations``).
+
+    ``dataset`` supplies the test split, normalisation and class names (``real`` may be a pruned
+    subset of its training split). ``out=None`` runs in memory (no checkpoints, no files).
+    ``eval_preset`` defaults to ``dc`` for methods without DSA and ``dc-dsa`` otherwise; the final
+    evaluation's epochs / models default to the preset's. ``callback(iteration, state, metrics)``
+    runs after every iteration's bookkeeping (logging, early stopping by raising). Returns a
+    :class:`DistillResult`.
+    """
+    from tqdm.auto import tqdm
+
+    cfg = method.config
+    iterations = cfg.iterations if iterations is None else int(iterations)
+    if iterations < 0:
+        raise ValueError(f"iterations must be >= 0, got {iterations}")
+    for name, v in (("checkpoint_every", checkpoint_every), ("track_models", track_models)):
+        if v < 1:
+            raise ValueError(f"{name} must be >= 1, got {v}")
+    track_every = checkpoint_every if track_every is None else track_every
+    if eval_preset is None:  # a config may name its own preset (mtt / datm: the learned lr, soft labels)
+        eval_preset = getattr(cfg, "eval_preset", None) or ("dc-dsa" if getattr(cfg, "dsa", False) else "dc")
+    run_config = {
+        "method": method.name, "method_config": config_dict(cfg), "network": method.network.name,
+        "dataset": dataset.name, "real_train_size": int(real.images.shape[0]),
+        "real_per_class": list(real.counts), "difficulty_weights": real.weights is not None, "seed": seed,
+        "iterations": iterations, "checkpoint_every": checkpoint_every, "track_every": track_every,
+        "track_models": track_models, "eval_every": eval_every, "eval_epochs": eval_epochs,
+        "eval_models": eval_models, "eval_preset": eval_preset, "devices": 1 if mesh is None else mesh.size,
+        **(extra_config or {})}
+
+    root = jax.random.key(seed)
+    if hasattr(method, "check_dataset"):  # optional hook: e.g. an expert buffer trained on another dataset
+        method.check_dataset(dataset)
+    state = method.init(jax.random.fold_in(root, _INIT), real)
+    real = replicate(real, mesh)
+    state = replicate(state, mesh)
+    history: list[dict] = []
+    start, resumed_from = 0, None
+    ckpt = None
+    if out is not None:
+        from jaxdd.utils.checkpoint import Checkpointer
+
+        out = Path(out)
+        ckpt = Checkpointer(out / "checkpoints", max_to_keep=2)
+        latest = ckpt.latest_step()
+        if latest is not None and not resume:
+            ckpt.close()
+            raise ValueError(f"{out} already holds a distillation run (checkpoint at iteration {latest}); pass "
+                             "--resume to continue it, or choose another --out folder")
+        if resume and latest is not None:
+            start, state, meta = ckpt.restore(state)
+            if meta.get("run", {}).get("method_config") != run_config["method_config"]:
+                ckpt.close()
+                raise ValueError(f"{out} was made with a different method config; resume with the same "
+                                 f"settings or choose another --out folder (saved: {meta.get('run')})")
+            history = list(meta.get("history", []))
+            resumed_from = start
+
+    k_track = jax.random.fold_in(root, _TRACK)
+
+    def record_difficulty(it: int) -> dict:
+        images, labels, _ = method.synthetic(state)
+        g = np.asarray(_track(method.network, images, labels, k_track, track_models)).mean(0)
+        lab = _hard(np.asarray(labels))
+        per_class = [float(g[lab == c].mean()) if np.any(lab == c) else float("nan")
+                     for c in range(real.num_classes)]
+        return {"iteration": it, "grand": float(g.mean()), "grand_per_class": per_class}
+
+    def quick_eval(it: int) -> dict:
+        from jaxdd.evaluate import evaluate_set
+
+        images, labels, lr = method.synthetic(state)
+        r = evaluate_set(np.asarray(images), np.asarray(labels), dataset, method.network.name, eval_preset,
+                         key=jax.random.fold_in(jax.random.fold_in(root, _EVAL), it), num_models=eval_models,
+                         lr=None if lr is None else float(lr), epochs=eval_epochs, progress=False)
+        return {"iteration": it, "eval_acc": r["mean"], "eval_std": r["std"]}
+
+    if start == 0 and not history:
+        history.append(record_difficulty(0))
+
+    t0 = time.time()
+    bar = tqdm(range(start, iterations), desc=f"distill {method.name}", disable=not progress, dynamic_ncols=True,
+               initial=start, total=iterations)
+    try:
+        for i in bar:
+            it = i + 1
+            new_state, metrics, ok = _step(method, state, real)
+            metrics = {k: float(v) for k, v in metrics.items()}
+            if not bool(ok):
+                last = ckpt.latest_step() if ckpt is not None else None
+                where = (f"the last good checkpoint (iteration {last}) is kept in {out / 'checkpoints'}; "
+                         "fix the setting and rerun with --resume" if last is not None else "no checkpoint was written")
+                raise NonFiniteError(
+                    f"iteration {it}: the synthetic set became NaN or inf (metrics {metrics}); lower the image "
+                    f"learning rate (lr_img={getattr(cfg, 'lr_img', '?')}) or the SDC weight; {where}")
+            state = new_state
+            history.append({"iteration": it, **metrics})
+            bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.4g}")
+            if track_every and it % track_every == 0:
+                history.append(record_difficulty(it))
+            if eval_every and it % eval_every == 0:
+                history.append(quick_eval(it))
+            if ckpt is not None and (it % checkpoint_every == 0 or it == iterations):
+                ckpt.save(it, state, {"run": run_config, "history": history})
+                _save_grid(out / "grid.png", _distilled_set(method, state, dataset, run_config), dataset)
+            if callback is not None:
+                callback(it, state, metrics)
+    finally:
+        bar.close()
+        if ckpt is not None:
+            ckpt.close()
+    seconds = time.time() - t0
+    if not any(h.get("iteration") == iterations and "grand" in h for h in history):
+        history.append(record_difficulty(iterations))
+
+    distilled = _distilled_set(method, state, dataset, run_config)
+    evaluation = None
+    if final_eval:
+        from jaxdd.evaluate import evaluate_distilled
+
+        evaluation = evaluate_distilled(distilled, dataset, archs=(method.network.name,), preset=eval_preset,
+                                        key=jax.random.fold_in(root, _FINAL), num_models=eval_final_models,
+                                        epochs=eval_final_epochs, progress=progress)
+    if out is not None:
+        distilled.save(out / "distilled")
+        _save_grid(out / "grid.png", distilled, dataset)
+        write_json(out / "history.json", history)
+        _plot_history(out, history)
+        write_json(out / "results.json", {
+            "config": run_config, "resumed_from": resumed_from, "seconds": seconds,
+            "iterations_per_second": (iterations - start) / seconds if seconds > 0 and iterations > start else None,
+            "final_grand": [h for h in history if "grand" in h][-1]["grand"], "evaluation": evaluation,
+            "table": evaluation_rows(method.name, cfg, evaluation) if evaluation else None})
+    return DistillResult(distilled=distilled, state=state, history=history, evaluation=evaluation,
+                         out=out, resumed_from=resumed_from, seconds=seconds)
+
+
+def evaluation_rows(method_name: str, cfg: Any, evaluation: dict) -> list[dict]:
+    """One table row per evaluated architecture."""
+    rows = []
+    for r in evaluation["results"]:
+        rows.append({"method": method_name, "ipc": cfg.ipc, "sdc": getattr(cfg, "sdc", 0.0), "arch": r["arch"],
+                     "preset": r["preset"], "epochs": r["epochs"], "models": r["num_models"],
+                     "acc_mean": r["mean"], "acc_std": r["std"]})
+    return rows

@@ -1,0 +1,324 @@
+"""DC, DSA and DM as ``init`` / ``update`` pairs over a synthetic-image state (methods.md §3-4).
+
+* **DC** (Zhao, Mopuri & Bilen, ICLR 2021): each iteration samples a fresh network; ``outer_loop``
+  times: match per-class gradients of the real batch (``batch_real`` per class) and the synthetic
+  images (:func:`~jaxdd.distill.losses.gradient_match_loss`), take one SGD step on the images
+  (``lr_img`` 0.1, momentum 0.5), then (except after the last outer loop) train the network on
+  the synthetic set for ``inner_loop`` epochs (SGD ``lr_net`` 0.01, no momentum, minibatches of
+  ``batch_train``). (outer, inner) by IPC: 1→(1,1), 10→(10,50), 20→(20,25), 30→(30,20),
+  40→(40,15), 50→(50,10); other IPCs take the nearest entry (ties: the smaller IPC).
+* **DSA** (Zhao & Bilen, ICML 2021) = DC with one siamese DSA draw per class applied to the
+  real and the synthetic batch inside the matching, and per-sample DSA in the inner training.
+* **DM** (Zhao & Bilen, WACV 2023): each iteration a fresh untrained network; loss
+  Σ_c ‖mean φ(DSA(T_c)) − mean φ(DSA(S_c))‖² (:func:`~jaxdd.distill.losses.distribution_match_loss`);
+  SGD on the images, ``lr_img`` 1.0, momentum 0.5; 20,000 iterations; real init.
+
+All three optionally add SDC, ``λ · penalty`` with :func:`~jaxdd.distill.losses.sdc_penalty`
+evaluated with the network state of the matching loss on the synthetic images exactly as the
+matching loss sees them (DSA-augmented for DSA/DM), and use per-real-example difficulty weights
+(``RealData.weights``) in the real gradient (DC/DSA) or the real class means (DM).
+
+Everything runs for all classes at once: per-class losses are vmapped (``class_batch`` bounds
+how many classes are vmapped together, to save memory); the outer and inner loops are
+``lax.scan``s, so one ``jax.jit(method.update)`` compiles the whole iteration. BatchNorm networks
+follow the reference: before each matching step the running statistics are set by one train-mode
+pass over 16 real images per class, and matching runs in inference mode.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh
+
+from jaxdd.augment import DSAParams, default_strategy, dsa, parse_strategy
+from jaxdd.distill import losses
+from jaxdd.distill.base import INITS, RealData, init_images, register_method
+from jaxdd.models import Network
+from jaxdd.train import Trainer, TrainConfig, epoch_batches
+
+# (ipc, outer_loop, inner_loop): the reference ``get_loops`` table
+DC_LOOPS = ((1, 1, 1), (10, 10, 50), (20, 20, 25), (30, 30, 20), (40, 40, 15), (50, 50, 10))
+BN_IMAGES_PER_CLASS = 16  # reference BN_size_pc
+
+
+def dc_loops(ipc: int) -> tuple[int, int]:
+    """(outer_loop, inner_loop) for ``ipc``: the reference table, nearest entry otherwise."""
+    _, outer, inner = min(DC_LOOPS, key=lambda row: (abs(row[0] - ipc), row[0]))
+    return outer, inner
+
+
+@flax.struct.dataclass
+class ImageState:
+    """State of a method that learns synthetic images directly."""
+
+    images: jax.Array  # (C * ipc, H, W, Ch), grouped by class
+    labels: jax.Array  # (C * ipc,) int32
+    opt_state: Any  # optax SGD-with-momentum state of the images
+    key: jax.Array  # typed PRNG key, split every update
+    step: jax.Array  # int32 iterations done
+
+
+@dataclasses.dataclass(frozen=True)
+class MatchingConfig:
+    """Settings shared by DC, DSA and DM (the per-method defaults are the authors')."""
+
+    ipc: int = 1
+    iterations: int = 1000
+    init: str = "real"  # "real" or "noise"
+    lr_img: float = 0.1
+    momentum: float = 0.5
+    batch_real: int = 256  # real images per class per matching step
+    dsa: bool = False
+    dsa_strategy: str | None = None  # None: jaxdd.augment.default_strategy(image channels)
+    sdc: float = 0.0  # SDC λ
+    sdc_mode: str = "mean"  # "mean" per-example norms or "batch" gradient norm
+    sdc_squared: bool = False
+    class_batch: int | None = None  # classes vmapped together (None: all)
+
+    def __post_init__(self):
+        def bad(msg):
+            raise ValueError(f"{type(self).__name__}: {msg}")
+
+        if not isinstance(self.ipc, int) or isinstance(self.ipc, bool) or self.ipc < 1:
+            bad(f"ipc must be a positive integer, got {self.ipc!r}")
+        if not isinstance(self.iterations, int) or self.iterations < 0:
+            bad(f"iterations must be a non-negative integer, got {self.iterations!r}")
+        if self.init not in INITS:
+            bad(f"init must be one of {INITS}, got {self.init!r}")
+        if not self.lr_img > 0:
+            bad(f"lr_img must be > 0, got {self.lr_img}")
+        if not 0 <= self.momentum < 1:
+            bad(f"momentum must lie in [0, 1), got {self.momentum}")
+        if not isinstance(self.batch_real, int) or self.batch_real < 1:
+            bad(f"batch_real must be a positive integer, got {self.batch_real!r}")
+        if not self.sdc >= 0:
+            bad(f"sdc (the SDC weight λ) must be >= 0, got {self.sdc}")
+        if self.sdc_mode not in losses.SDC_MODES:
+            bad(f"sdc_mode must be one of {losses.SDC_MODES}, got {self.sdc_mode!r}")
+        if self.class_batch is not None and (not isinstance(self.class_batch, int) or self.class_batch < 1):
+            bad(f"class_batch must be a positive integer or None, got {self.class_batch!r}")
+        if self.dsa_strategy is not None:
+            parse_strategy(self.dsa_strategy)
+
+
+@dataclasses.dataclass(frozen=True)
+class DCConfig(MatchingConfig):
+    outer_loop: int | None = None  # None: from the IPC table
+    inner_loop: int | None = None
+    lr_net: float = 0.01
+    batch_train: int = 256
+    metric: str = "ours"
+
+    def __post_init__(self):
+        super().__post_init__()
+        outer, inner = dc_loops(self.ipc)
+        if self.outer_loop is None:
+            object.__setattr__(self, "outer_loop", outer)
+        if self.inner_loop is None:
+            object.__setattr__(self, "inner_loop", inner)
+        if self.outer_loop < 1 or self.inner_loop < 0:
+            raise ValueError(f"DCConfig: outer_loop must be >= 1 and inner_loop >= 0, got "
+                             f"{self.outer_loop}, {self.inner_loop}")
+        if not self.lr_net > 0 or self.batch_train < 1:
+            raise ValueError(f"DCConfig: lr_net must be > 0 and batch_train >= 1, got {self.lr_net}, {self.batch_train}")
+        if self.metric not in losses.METRICS:
+            raise ValueError(f"DCConfig: metric must be one of {losses.METRICS}, got {self.metric!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DSAConfig(DCConfig):
+    dsa: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class DMConfig(MatchingConfig):
+    iterations: int = 20000
+    lr_img: float = 1.0
+    dsa: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class _ImageMethod:
+    """Shared parts of methods whose state is :class:`ImageState`."""
+
+    network: Network
+    config: MatchingConfig
+    mesh: Mesh | None = None
+    name: str = ""
+
+    def __post_init__(self):
+        if self.config.dsa and self.config.dsa_strategy is None:  # record the strategy actually used
+            strategy = default_strategy(int(self.network.input_shape[-1]))
+            object.__setattr__(self, "config", dataclasses.replace(self.config, dsa_strategy=strategy))
+
+    def _optimizer(self) -> optax.GradientTransformation:
+        return optax.sgd(self.config.lr_img, momentum=self.config.momentum or None)
+
+    def _check_real(self, real: RealData) -> None:
+        if tuple(real.image_shape) != tuple(self.network.input_shape) or real.num_classes != self.network.num_classes:
+            raise ValueError(f"real data ({real.num_classes} classes of {real.image_shape} images) does not fit "
+                             f"network {self.network.name!r} ({self.network.num_classes} classes of "
+                             f"{self.network.input_shape}); create the network for this dataset")
+
+    def init(self, key: jax.Array, real: RealData) -> ImageState:
+        """Synthetic images (real or noise init), their labels, optimiser state, PRNG key."""
+        self._check_real(real)
+        k_init, key = jax.random.split(key)
+        images, labels = init_images(k_init, real, self.config.ipc, self.config.init)
+        return ImageState(images=images, labels=labels, opt_state=self._optimizer().init(images), key=key,
+                          step=jnp.zeros((), jnp.int32))
+
+    def synthetic(self, state: ImageState) -> tuple[jax.Array, jax.Array, None]:
+        return state.images, state.labels, None
+
+    def _real_batch(self, key: jax.Array, real: RealData) -> tuple[jax.Array, jax.Array | None]:
+        return real.sample(key, real.batch_size(self.config.batch_real), self.mesh)
+
+    def _siamese(self, key: jax.Array, x_real: jax.Array, x_syn: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """One DSA draw per class (key ``split(key, C)[c]``) applied to both stacks of class c."""
+        if not self.config.dsa:
+            return x_real, x_syn
+        keys = jax.random.split(key, x_real.shape[0])
+        aug = jax.vmap(lambda k, x: dsa(k, x, self.config.dsa_strategy, DSAParams(), siamese=True))
+        return aug(keys, x_real), aug(keys, x_syn)
+
+    def _with_sdc(self, match: jax.Array, variables, x_syn: jax.Array, labels: jax.Array):
+        """``match + λ·SDC`` and the metrics; ``x_syn`` (C, m, ...) as the matching loss saw it."""
+        num_classes = x_syn.shape[0]
+        metrics = {"loss": match / num_classes}
+        if self.config.sdc > 0:
+            flat = x_syn.reshape((-1,) + x_syn.shape[2:])
+            pen = losses.sdc_penalty(self.network, variables, flat, labels, self.config.sdc_mode,
+                                     self.config.sdc_squared)
+            metrics["sdc"] = pen
+            return match + self.config.sdc * pen, metrics
+        return match, metrics
+
+    def _step_images(self, state_images, opt_state, grads):
+        updates, opt_state = self._optimizer().update(grads, opt_state, state_images)
+        return optax.apply_updates(state_images, updates), opt_state
+
+
+@dataclasses.dataclass(frozen=True)
+class GradientMatching(_ImageMethod):
+    """DC, and DSA when ``config.dsa``."""
+
+    config: DCConfig = DCConfig()
+
+    def _trainer(self) -> Trainer:
+        cfg = self.config
+        return Trainer(self.network, TrainConfig(
+            lr=cfg.lr_net, momentum=0.0, weight_decay=0.0, batch_size=cfg.batch_train, epochs=max(cfg.inner_loop, 1),
+            lr_decay_at_half=False, augment=cfg.dsa_strategy if cfg.dsa else None))
+
+    def train_network(self, variables, images: jax.Array, labels: jax.Array, key: jax.Array):
+        """``inner_loop`` epochs of SGD (lr_net, no momentum) on the synthetic set (reference
+        ``epoch('train', ...)``); epoch e uses ``split(key, inner_loop)[e]`` for its order and
+        per-sample DSA. Minibatches follow ``jaxdd.train.epoch_batches`` (last batch wrapped)."""
+        trainer = self._trainer()
+        n = images.shape[0]
+        b, steps = trainer.batch_layout(n)
+        lr = jnp.float32(self.config.lr_net)
+
+        def epoch(carry, k):
+            k_perm, k_aug = jax.random.split(k)
+
+            def step(carry, inp):
+                idx, k_step = inp
+                v, buf, _ = trainer.model_step(*carry, images[idx], labels[idx], k_step, lr)
+                return (v, buf), None
+
+            return jax.lax.scan(step, carry, (epoch_batches(k_perm, n, b), jax.random.split(k_aug, steps)))[0], None
+
+        buf = jax.tree.map(jnp.zeros_like, variables["params"])
+        (variables, _), _ = jax.lax.scan(epoch, (variables, buf), jax.random.split(key, self.config.inner_loop))
+        return variables
+
+    def set_batch_stats(self, variables, x_real: jax.Array):
+        """BatchNorm networks: one train-mode pass over 16 real images per class (reference)."""
+        if "batch_stats" not in variables:
+            return variables
+        xb = x_real[:, :BN_IMAGES_PER_CLASS]
+        _, variables = self.network.apply(variables, xb.reshape((-1,) + xb.shape[2:]), train=True)
+        return variables
+
+    def matching_loss(self, images: jax.Array, labels: jax.Array, variables, x_real: jax.Array,
+                      real_weights: jax.Array | None, key: jax.Array):
+        """Σ_c D(∇ℓ(S_c), ∇ℓ(T_c)) (+ λ·SDC) for all classes; returns (loss, metrics)."""
+        c = x_real.shape[0]
+        x_syn = images.reshape((c, -1) + images.shape[1:])
+        x_real, x_syn = self._siamese(key, x_real, x_syn)
+        match = losses.gradient_match_loss(self.network, variables, x_real, x_syn, self.config.metric,
+                                           real_weights, class_batch=self.config.class_batch)
+        return self._with_sdc(match, variables, x_syn, labels)
+
+    def update(self, state: ImageState, real: RealData) -> tuple[ImageState, dict[str, jax.Array]]:
+        cfg = self.config
+        key, k_net, k_loop = jax.random.split(state.key, 3)
+        variables = self.network.init(k_net)
+
+        def outer(carry, inp):
+            images, opt_state, variables = carry
+            ol, k = inp
+            k_real, k_aug, k_train = jax.random.split(k, 3)
+            x_real, w = self._real_batch(k_real, real)
+            variables = self.set_batch_stats(variables, x_real)
+            grads, metrics = jax.grad(self.matching_loss, has_aux=True)(images, state.labels, variables, x_real, w,
+                                                                         k_aug)
+            images, opt_state = self._step_images(images, opt_state, grads)
+            if cfg.inner_loop > 0 and cfg.outer_loop > 1:
+                variables = jax.lax.cond(ol < cfg.outer_loop - 1,
+                                         lambda v: self.train_network(v, images, state.labels, k_train),
+                                         lambda v: v, variables)
+            return (images, opt_state, variables), metrics
+
+        (images, opt_state, _), metrics = jax.lax.scan(
+            outer, (state.images, state.opt_state, variables),
+            (jnp.arange(cfg.outer_loop), jax.random.split(k_loop, cfg.outer_loop)))
+        state = state.replace(images=images, opt_state=opt_state, key=key, step=state.step + 1)
+        return state, jax.tree.map(jnp.mean, metrics)
+
+
+@dataclasses.dataclass(frozen=True)
+class DistributionMatching(_ImageMethod):
+    """DM."""
+
+    config: DMConfig = DMConfig()
+
+    def matching_loss(self, images: jax.Array, labels: jax.Array, variables, x_real: jax.Array,
+                      real_weights: jax.Array | None, key: jax.Array):
+        c = x_real.shape[0]
+        x_syn = images.reshape((c, -1) + images.shape[1:])
+        x_real, x_syn = self._siamese(key, x_real, x_syn)
+        match = losses.distribution_match_loss(self.network, variables, x_real, x_syn, real_weights, train=True)
+        return self._with_sdc(match, variables, x_syn, labels)
+
+    def update(self, state: ImageState, real: RealData) -> tuple[ImageState, dict[str, jax.Array]]:
+        key, k_net, k_real, k_aug = jax.random.split(state.key, 4)
+        variables = self.network.init(k_net)
+        x_real, w = self._real_batch(k_real, real)
+        grads, metrics = jax.grad(self.matching_loss, has_aux=True)(state.images, state.labels, variables, x_real,
+                                                                     w, k_aug)
+        images, opt_state = self._step_images(state.images, state.opt_state, grads)
+        return state.replace(images=images, opt_state=opt_state, key=key, step=state.step + 1), metrics
+
+
+@register_method("dc", DCConfig, "gradient matching, Zhao et al. ICLR 2021")
+def _build_dc(network: Network, config: DCConfig, mesh: Mesh | None = None) -> GradientMatching:
+    return GradientMatching(network, config, mesh, "dc")
+
+
+@register_method("dsa", DSAConfig, "gradient matching with siamese augmentation, Zhao & Bilen ICML 2021")
+def _build_dsa(network: Network, config: DSAConfig, mesh: Mesh | None = None) -> GradientMatching:
+    return GradientMatching(network, config, mesh, "dsa")
+
+
+@register_method("dm", DMConfig, "distribution matching, Zhao & Bilen WACV 2023")
+def _build_dm(network: Network, config: DMConfig, mesh: Mesh | None = None) -> DistributionMatching:
+    return DistributionMatching(network, config, mesh, "dm")
