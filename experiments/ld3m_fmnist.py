@@ -1,0 +1,134 @@
+"""LD3M vs pixel-space DM/DC and random real images on Fashion-MNIST (issue 7, measured part 2).
+
+    python experiments/ld3m_fmnist.py --prior runs/priors/fashion_mnist --out runs/ld3m_fmnist
+
+Runs (each a ``jaxdd.distill.distill`` call, resumable: finished runs are read back from their
+folder): random real, DM, DC, LD3M-DM, LD3M-DC at each ``--ipc``, and LD3M-DM at IPC
+``--steps-ipc`` for each number of DDIM steps in ``--ddim-steps`` (time per iteration vs
+accuracy). Every set is evaluated the same way: ``--eval-models`` fresh ConvNets trained on it
+with the ``dc`` preset for ``--eval-epochs`` epochs, accuracy on the real test set. The CPU
+budget settings (iterations, real batch, DC loops) are recorded in ``results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from jaxdd.data import load_dataset
+from jaxdd.data.distilled import DistilledSet
+from jaxdd.distill import RealData, build_method, distill
+from jaxdd.evaluate import evaluate_distilled
+from jaxdd.evaluate.protocol import random_real_baseline
+from jaxdd.models import create_network
+from jaxdd.utils.io import format_table, read_json, write_json
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--prior", required=True)
+    p.add_argument("--dataset", default="fashion_mnist")
+    p.add_argument("--out", default="runs/ld3m_fmnist")
+    p.add_argument("--ipc", type=int, nargs="+", default=[1, 10])
+    p.add_argument("--model", default="convnet")
+    p.add_argument("--dm-iterations", type=int, default=100)
+    p.add_argument("--dc-iterations", type=int, default=20)
+    p.add_argument("--dc-loops", default="1,1;2,5", help="outer,inner per IPC (';'-separated, in --ipc order)")
+    p.add_argument("--batch-real", type=int, default=64)
+    p.add_argument("--num-steps", type=int, default=10, help="LD3M DDIM steps of the main runs")
+    p.add_argument("--ddim-steps", type=int, nargs="*", default=[2, 5, 10, 20])
+    p.add_argument("--steps-ipc", type=int, default=1)
+    p.add_argument("--eval-epochs", type=int, default=300)
+    p.add_argument("--eval-models", type=int, default=3)
+    p.add_argument("--only", nargs="*", default=None, help="run only these run names")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    out = Path(args.out)
+    ds = load_dataset(args.dataset, progress=False)
+    real = RealData.from_dataset(ds)
+    net = create_network(args.model, num_classes=ds.num_classes, input_shape=ds.image_shape)
+    loops = [tuple(int(v) for v in item.split(",")) for item in args.dc_loops.split(";")]
+    eval_key = jax.random.key(args.seed + 1000)
+
+    runs = []  # (name, method, ipc, settings)
+    for ipc, (outer, inner) in zip(args.ipc, loops):
+        dc = {"outer_loop": outer, "inner_loop": inner}
+        common = {"ipc": ipc, "batch_real": args.batch_real}
+        runs += [(f"dm-ipc{ipc}", "dm", ipc, {**common, "iterations": args.dm_iterations}),
+                 (f"dc-ipc{ipc}", "dc", ipc, {**common, "iterations": args.dc_iterations, **dc}),
+                 (f"ld3m-dm-ipc{ipc}", "ld3m", ipc, {**common, "iterations": args.dm_iterations, "match": "dm",
+                                                    "num_steps": args.num_steps, "prior": args.prior}),
+                 (f"ld3m-dc-ipc{ipc}", "ld3m", ipc, {**common, "iterations": args.dc_iterations, "match": "dc",
+                                                    "num_steps": args.num_steps, "prior": args.prior,
+                                                    "match_settings": dc})]
+    for s in args.ddim_steps:
+        if s != args.num_steps or args.steps_ipc not in args.ipc:
+            runs.append((f"ld3m-dm-ipc{args.steps_ipc}-S{s}", "ld3m", args.steps_ipc,
+                         {"ipc": args.steps_ipc, "batch_real": args.batch_real, "iterations": args.dm_iterations,
+                          "match": "dm", "num_steps": s, "prior": args.prior}))
+
+    results_path = out / "results.json"
+    results = read_json(results_path)["runs"] if results_path.exists() else {}
+
+    def save():
+        write_json(results_path, {"config": vars(args), "runs": results})
+
+    for ipc in args.ipc:
+        name = f"random-ipc{ipc}"
+        if name in results or (args.only is not None and name not in args.only):
+            continue
+        t0 = time.time()
+        r = random_real_baseline(ds, ipc, args.model, "dc", key=jax.random.fold_in(eval_key, ipc),
+                                 num_models=args.eval_models, epochs=args.eval_epochs)
+        results[name] = {"method": "random real", "ipc": ipc, "acc": r["mean"], "std": r["std"],
+                         "eval_seconds": round(time.time() - t0, 1)}
+        save()
+        print(name, results[name], flush=True)
+
+    for name, method_name, ipc, settings in runs:
+        if name in results or (args.only is not None and name not in args.only):
+            continue
+        method = build_method(method_name, net, **settings)
+        folder = out / name
+        if (folder / "distilled" / "distilled.npz").exists():
+            distilled, info = DistilledSet.load(folder / "distilled"), read_json(folder / "results.json")
+            seconds = info["seconds"]
+        else:
+            resume = (folder / "checkpoints").exists()
+            res = distill(method, real, ds, seed=args.seed, out=folder, resume=resume,
+                          checkpoint_every=max(1, method.config.iterations // 2), final_eval=False)
+            distilled, seconds = res.distilled, res.seconds
+        t0 = time.time()
+        ev = evaluate_distilled(distilled, ds, archs=(args.model,), preset="dc", key=eval_key,
+                                num_models=args.eval_models, epochs=args.eval_epochs)["results"][0]
+        its = method.config.iterations
+        results[name] = {"method": name.rsplit("-ipc", 1)[0], "ipc": ipc, "acc": ev["mean"], "std": ev["std"],
+                         "iterations": its, "distill_seconds": round(seconds, 1),
+                         "seconds_per_iteration": round(seconds / max(its, 1), 2),
+                         "num_steps": getattr(method.config, "num_steps", None),
+                         "eval_seconds": round(time.time() - t0, 1),
+                         "method_config": json.loads(json.dumps(_plain(method.config)))}
+        save()
+        print(name, {k: v for k, v in results[name].items() if k != "method_config"}, flush=True)
+
+    rows = [{"run": k, "ipc": v["ipc"], "acc": v["acc"], "std": v["std"], "iterations": v.get("iterations", ""),
+             "s/it": v.get("seconds_per_iteration", ""), "ddim_steps": v.get("num_steps") or ""}
+            for k, v in sorted(results.items(), key=lambda kv: (kv[1]["ipc"], kv[0]))]
+    print(format_table(rows))
+
+
+def _plain(config) -> dict:
+    import dataclasses
+
+    from jaxdd.utils.io import to_jsonable
+
+    return to_jsonable(dataclasses.asdict(config))
+
+
+if __name__ == "__main__":
+    main()
