@@ -29,16 +29,10 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _bench import compiled_memory_bytes
 
 METHODS = ("train-step", "fast-auto", "fast-direct", "fast-ghost", "last-layer", "vmap-grad", "loop")
 
-
-def _mem_bytes(compiled) -> int | None:
-    try:
-        m = compiled.memory_analysis()
-        return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes)
-    except Exception:  # not every backend reports it
-        return None
 
 
 def build(method: str, net, variables, x, y):
@@ -55,7 +49,7 @@ def build(method: str, net, variables, x, y):
         try:  # memory estimate of the trainer's jitted step (private, for the number only)
             from jaxdd.train import _jit_step
             lr = jnp.full((1,), trainer.config.lr, jnp.float32)
-            memory = _mem_bytes(_jit_step.lower(trainer, st, xb, yb, key, lr).compile())
+            memory = compiled_memory_bytes(_jit_step.lower(trainer, st, xb, yb, key, lr).compile())
         except Exception:
             memory = None
         return (lambda: jax.block_until_ready(trainer.train_step(st, xb, yb, key))), memory, None
@@ -67,14 +61,14 @@ def build(method: str, net, variables, x, y):
 
         def run():
             return np.array([float(compiled(variables, x[i], y[i])) for i in range(x.shape[0])])
-        return run, _mem_bytes(compiled), run
+        return run, compiled_memory_bytes(compiled), run
     fn = {"fast-auto": lambda v, x, y: G.grad_norms(net, v, x, y, method="auto"),
           "fast-direct": lambda v, x, y: G.grad_norms(net, v, x, y, method="direct"),
           "fast-ghost": lambda v, x, y: G.grad_norms(net, v, x, y, method="ghost"),
           "last-layer": lambda v, x, y: G.grad_norms(net, v, x, y, layers="last"),
           "vmap-grad": lambda v, x, y: G.grand_reference(net, v, x, y)}[method]
     compiled = jax.jit(fn).lower(variables, x, y).compile()
-    return (lambda: jax.block_until_ready(compiled(variables, x, y))), _mem_bytes(compiled), \
+    return (lambda: jax.block_until_ready(compiled(variables, x, y))), compiled_memory_bytes(compiled), \
         (lambda: np.asarray(compiled(variables, x, y)))
 
 

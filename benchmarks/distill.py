@@ -20,14 +20,7 @@ import time
 
 import jax
 import numpy as np
-
-
-def _mem_bytes(compiled) -> int | None:
-    try:
-        m = compiled.memory_analysis()
-        return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes)
-    except Exception:  # not every backend reports it
-        return None
+from _bench import compiled_memory_bytes
 
 
 def bench(name: str, net, real, ipc: int, iterations: int, overrides: dict) -> dict:
@@ -52,7 +45,7 @@ def bench(name: str, net, real, ipc: int, iterations: int, overrides: dict) -> d
             "loops": f"{getattr(cfg, 'outer_loop', '-')}/{getattr(cfg, 'inner_loop', '-')}",
             "compile_s": round(compile_s, 1), "s_per_it": round(float(np.median(walls)), 2),
             "cpu_s_per_it": round(float(np.median(cpus)), 2), "it_per_s": round(1.0 / float(np.median(walls)), 4),
-            "memory_mb": (lambda b: None if b is None else round(b / 2**20))(_mem_bytes(compiled)),
+            "memory_mb": (lambda b: None if b is None else round(b / 2**20))(compiled_memory_bytes(compiled)),
             "loss": float(metrics["loss"]), "config": {k: v for k, v in vars(cfg).items()}}
 
 

@@ -30,7 +30,7 @@ import numpy as np
 from jaxdd.data import load_dataset, random_real
 from jaxdd.evaluate import full_data, get_preset, random_real_baseline
 from jaxdd.utils.images import save_class_grid
-from jaxdd.utils.io import atomic_path, format_table, read_json, write_json
+from jaxdd.utils.io import format_table, read_json, write_json, write_report
 
 
 def parse_args(argv=None):
@@ -112,10 +112,8 @@ def main(argv=None) -> int:
                      "seconds": r.get("seconds", "")})
     table = format_table(rows)
     elapsed = time.time() - t_start
-    write_json(out / "results.json", {"config": config, "dataset": ds.describe(), "results": results, "table": rows,
-                                      "seconds": round(elapsed, 1)})
-    with atomic_path(out / "results.md") as tmp:
-        tmp.write_text(f"# Baselines on {ds.name}\n\n```\n{table}\n```\n\nconfig: `{config}`\n")
+    write_report(out, f"Baselines on {ds.name}", table, {"config": config, "dataset": ds.describe(), "results": results,
+                                                        "table": rows, "seconds": round(elapsed, 1)})
     print(table)
     print(f"\nwrote {out}/results.json, results.md ({elapsed:.1f} s)")
     return 0

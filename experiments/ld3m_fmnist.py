@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import jax
-import numpy as np
 
 from jaxdd.data import load_dataset
 from jaxdd.data.distilled import DistilledSet

@@ -43,7 +43,7 @@ from jaxdd.evaluate import random_real_baseline
 from jaxdd.experts import ExpertConfig, train_experts
 from jaxdd.models import create_network
 from jaxdd.prune import load_subset, save_subset, select_indices
-from jaxdd.utils.io import atomic_path, format_table, read_json, write_json
+from jaxdd.utils.io import format_table, read_json, write_json, write_report
 
 
 def parse_args(argv=None):
@@ -143,10 +143,9 @@ def main(argv=None) -> int:
              "distill s": r["distill_seconds"]} for r in results]
     table = format_table(rows)
     elapsed = time.time() - t_start
-    write_json(out / "results.json", {"config": config, "buffer": buffer.describe(), "experts": buffer.experts,
-                                      "results": results, "table": rows, "seconds": round(elapsed, 1)})
-    with atomic_path(out / "results.md") as tmp:
-        tmp.write_text(f"# MTT / DATM on {ds.name}\n\n```\n{table}\n```\n\nconfig: `{config}`\n")
+    write_report(out, f"MTT / DATM on {ds.name}", table, {
+        "config": config, "buffer": buffer.describe(), "experts": buffer.experts, "results": results, "table": rows,
+        "seconds": round(elapsed, 1)})
     print(table)
     print(f"\nwrote {out}/results.json, results.md ({elapsed:.1f} s)")
     return 0

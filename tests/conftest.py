@@ -33,3 +33,15 @@ def tiny_dataset():
 
 def test_devices_visible():
     assert len(jax.devices()) == 8
+
+
+@pytest.fixture(scope="session")
+def tiny_npz(tmp_path_factory) -> str:
+    """Path of a tiny ``.npz`` dataset (24 train / 9 test random 8x8 grayscale images, 3 classes
+    'a', 'b', 'c'), loadable with ``load_dataset(path)`` and by every CLI ``--dataset``."""
+    r = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("tiny_npz") / "tiny.npz"
+    np.savez(path, x_train=r.integers(0, 256, (24, 8, 8), dtype=np.uint8), y_train=np.repeat(np.arange(3), 8),
+             x_test=r.integers(0, 256, (9, 8, 8), dtype=np.uint8), y_test=np.repeat(np.arange(3), 3),
+             class_names=np.array(["a", "b", "c"]))
+    return str(path)

@@ -21,13 +21,9 @@ ARCH = "mlp-w16"  # fast to compile; the ConvNet paths are covered in test_disti
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
+def env(tmp_path_factory, tiny_npz):
     root = tmp_path_factory.mktemp("distill")
-    r = np.random.default_rng(0)
-    np.savez(root / "tiny.npz", x_train=r.integers(0, 256, (24, 8, 8), dtype=np.uint8),
-             y_train=np.repeat(np.arange(3), 8), x_test=r.integers(0, 256, (9, 8, 8), dtype=np.uint8),
-             y_test=np.repeat(np.arange(3), 3), class_names=np.array(["a", "b", "c"]))
-    ds = load_dataset(str(root / "tiny.npz"))
+    ds = load_dataset(tiny_npz)
     net = create_network(ARCH, num_classes=3, input_shape=(8, 8, 1))
     return root, ds, net, RealData.from_dataset(ds)
 
@@ -140,11 +136,11 @@ def test_synthetic_difficulty_is_grand_under_fresh_networks(env):
             assert got[m, i] == pytest.approx(norm, rel=1e-5)
 
 
-def test_cli_runs_writes_and_reports_errors(env, tmp_path, capsys):
+def test_cli_runs_writes_and_reports_errors(env, tiny_npz, tmp_path, capsys):
     from jaxdd.cli import main
 
     root, ds, _, _ = env
-    data = str(root / "tiny.npz")
+    data = tiny_npz
     scores = tmp_path / "scores.npz"
     np.savez(scores, scores=np.random.default_rng(0).uniform(size=24))
     out = tmp_path / "run"

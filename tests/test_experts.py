@@ -125,17 +125,11 @@ def test_buffer_of_another_architecture_or_dataset_is_refused(tiny, buffer):
         ExpertConfig(epochs=0)
 
 
-def test_cli_trains_resumes_and_reports(tmp_path, capsys):
+def test_cli_trains_resumes_and_reports(tmp_path, tiny_npz, capsys):
     from jaxdd.cli import main
 
-    ds = make_dataset()
-    npz = tmp_path / "tiny.npz"
-    r = np.random.default_rng(0)
-    np.savez(npz, x_train=r.integers(0, 256, (24, 8, 8), dtype=np.uint8), y_train=np.repeat(np.arange(3), 8),
-             x_test=r.integers(0, 256, (9, 8, 8), dtype=np.uint8), y_test=np.repeat(np.arange(3), 3),
-             class_names=np.array(ds.class_names))
     out = tmp_path / "buffers"
-    args = ["experts", "--dataset", str(npz), "--num-experts", "1", "--epochs", "1", "--arch", "mlp-w16",
+    args = ["experts", "--dataset", tiny_npz, "--num-experts", "1", "--epochs", "1", "--arch", "mlp-w16",
             "--batch", "8", "--out", str(out), "--no-progress"]
     assert main(args) == 0
     text = capsys.readouterr().out

@@ -213,7 +213,7 @@ def test_ld3m_state_checkpoints_and_resumes_bit_identically(small_world, tiny_da
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(raw(a), raw(b)), resumed, twice)
 
 
-def test_ld3m_with_trajectory_matching(tmp_path, pixel_prior):
+def test_ld3m_with_trajectory_matching(tmp_path, tiny_npz, pixel_prior):
     """--match mtt: the expert-trajectory loss on G(z, c); latents move along its pulled-back
     gradient, the learnable student lr is updated by MTT's own SGD."""
     from jaxdd.data import load_dataset
@@ -221,11 +221,7 @@ def test_ld3m_with_trajectory_matching(tmp_path, pixel_prior):
     from jaxdd.experts import ExpertConfig, train_experts
     from jaxdd.models import create_network
 
-    r = np.random.default_rng(0)
-    np.savez(tmp_path / "tiny.npz", x_train=r.integers(0, 256, (24, 8, 8), dtype=np.uint8),
-             y_train=np.repeat(np.arange(3), 8), x_test=r.integers(0, 256, (9, 8, 8), dtype=np.uint8),
-             y_test=np.repeat(np.arange(3), 3))
-    ds = load_dataset(str(tmp_path / "tiny.npz"))
+    ds = load_dataset(tiny_npz)
     net = create_network("mlp-w16", num_classes=3, input_shape=(8, 8, 1))
     buf = train_experts(ds, net, tmp_path / "buffer", 2, ExpertConfig(epochs=3, batch_size=8), progress=False)
     prior, params = pixel_prior

@@ -20,13 +20,9 @@ SETTINGS = dict(syn_steps=3, expert_epochs=1, max_start_epoch=2, lr_img=1.0, lr_
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
+def env(tmp_path_factory, tiny_npz):
     root = tmp_path_factory.mktemp("mtt")
-    r = np.random.default_rng(0)
-    np.savez(root / "tiny.npz", x_train=r.integers(0, 256, (24, 8, 8), dtype=np.uint8),
-             y_train=np.repeat(np.arange(3), 8), x_test=r.integers(0, 256, (9, 8, 8), dtype=np.uint8),
-             y_test=np.repeat(np.arange(3), 3), class_names=np.array(["a", "b", "c"]))
-    ds = load_dataset(str(root / "tiny.npz"))
+    ds = load_dataset(tiny_npz)
     net = create_network(ARCH, num_classes=3, input_shape=(8, 8, 1))
     buf = train_experts(ds, net, root / "buffer", 2, ExpertConfig(epochs=3, batch_size=8), parallel=2,
                         progress=False)
@@ -39,7 +35,7 @@ def mtt(env, **kw):
                         **{**SETTINGS, "ipc": 2, **kw})
 
 
-def test_config_resolution_and_refusals(env):
+def test_config_resolution_and_refusals(env, tiny_npz):
     root, ds, net, buf, _ = env
     m = build_method("mtt", net, buffer=str(buf.path), ipc=1, max_start_epoch=2)
     # unset fields come from the authors' row of the buffer's dataset (no row for 'tiny': CIFAR-10's)
@@ -55,7 +51,7 @@ def test_config_resolution_and_refusals(env):
         mtt(env, max_start_epoch=3, expert_epochs=2)
     with pytest.raises(ValueError, match="memory must be one of"):
         mtt(env, memory="magic")
-    other = load_dataset(str(root / "tiny.npz"), zca=True)
+    other = load_dataset(tiny_npz, zca=True)
     with pytest.raises(ValueError, match="ZCA off in the buffer, on here"):
         distill(mtt(env), RealData.from_dataset(other), other, final_eval=False, progress=False)
 
@@ -123,12 +119,12 @@ def test_eight_devices_equal_one(env):
         mtt(env, ipc=2, mesh=data_mesh(8)).init(jax.random.key(0), real)
 
 
-def test_cli_distills_with_a_buffer(env, tmp_path, capsys):
+def test_cli_distills_with_a_buffer(env, tiny_npz, tmp_path, capsys):
     from jaxdd.cli import main
 
     root, _, _, buf, _ = env
     out = tmp_path / "run"
-    rc = main(["distill", "--method", "mtt", "--dataset", str(root / "tiny.npz"), "--model", ARCH, "--ipc", "1",
+    rc = main(["distill", "--method", "mtt", "--dataset", tiny_npz, "--model", ARCH, "--ipc", "1",
                "--iterations", "2", "--lr-img", "1", "--set", f"buffer={buf.path}", "--set", "syn_steps=2", "--set",
                "max_start_epoch=2", "--set", "expert_epochs=1", "--eval-epochs", "2", "--eval-models", "1",
                "--no-progress", "--out", str(out)])

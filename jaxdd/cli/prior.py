@@ -14,7 +14,6 @@ accuracy of that real-data classifier on the samples of each class, a proxy of s
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 from pathlib import Path
 

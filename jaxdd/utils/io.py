@@ -62,6 +62,15 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
     return Path(path)
 
 
+def write_report(folder: str | os.PathLike, title: str, table: str, record: Mapping[str, Any]) -> None:
+    """An experiment's outputs, atomically: ``results.json`` (``record``: config, rows, timing)
+    and ``results.md`` (``# title``, the printed ``table`` and the config)."""
+    folder = Path(folder)
+    write_json(folder / "results.json", record)
+    with atomic_path(folder / "results.md") as tmp:
+        tmp.write_text(f"# {title}\n\n```\n{table}\n```\n\nconfig: `{record.get('config')}`\n")
+
+
 def read_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text())
 
