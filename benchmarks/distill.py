@@ -50,7 +50,7 @@ def bench(name: str, net, real, ipc: int, iterations: int, overrides: dict) -> d
 
 
 def main(argv=None) -> int:
-    from jaxdd.cli.distill import parse_sets
+    from jaxdd.cli._common import parse_sets
     from jaxdd.data import load_dataset
     from jaxdd.distill import RealData
     from jaxdd.models import create_network

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from pathlib import Path
 
-from jaxdd.cli._common import add_dataset_args, add_seed_arg
+from jaxdd.cli._common import add_dataset_args, add_seed_arg, parse_sets
 
 DEFAULT_METHOD = "dm"
 # --budget quick (the default): a few CPU minutes; flags given explicitly win. --budget paper keeps
@@ -83,19 +82,6 @@ def register(subparsers) -> None:
     add_seed_arg(p)
     p.set_defaults(func=cmd_distill)
 
-
-def parse_sets(items: list[str]) -> dict:
-    """``["a=1", "b=mse"]`` -> ``{"a": 1, "b": "mse"}`` (JSON values, else strings)."""
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise ValueError(f"--set takes FIELD=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        try:
-            out[k.strip()] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k.strip()] = v
-    return out
 
 
 def load_weights(path: str, real_dataset, temperature: float):

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
-from jaxdd.cli._common import add_dataset_args, add_seed_arg
+from jaxdd.cli._common import add_dataset_args, add_seed_arg, parse_sets
 from jaxdd.utils.io import format_table, write_json
 
 POOL_FACTOR = 5
@@ -51,18 +50,6 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_pool)
 
 
-def _settings(items: list[str]) -> dict:
-    out = {}
-    for item in items:
-        field, sep, value = item.partition("=")
-        if not sep or not field:
-            raise ValueError(f"--set expects FIELD=VALUE, got {item!r}")
-        try:
-            out[field.replace("-", "_")] = json.loads(value)
-        except json.JSONDecodeError:
-            out[field.replace("-", "_")] = value
-    return out
-
 
 def cmd_pool(args: argparse.Namespace) -> int:
     import jax
@@ -88,7 +75,7 @@ def cmd_pool(args: argparse.Namespace) -> int:
                 raise ValueError(f"--runs must be >= 1, got {args.runs}")
             from jaxdd.sample.pool import build_distill_pool
 
-            overrides = _settings(args.settings)
+            overrides = parse_sets(args.settings)
             if args.batch_real is not None:
                 overrides["batch_real"] = args.batch_real
             pool = build_distill_pool(args.method, ds, args.ipc, runs=args.runs, seed=args.seed,
