@@ -83,6 +83,26 @@ class _NaNAt:
         return self.inner.synthetic(state)
 
 
+@dataclasses.dataclass(frozen=True)
+class _CountSynthetic(_NaNAt):
+    """Counts ``synthetic`` calls (each one is a full decode for LD3M)."""
+
+    calls: list = dataclasses.field(default_factory=list, hash=False, compare=False)
+
+    def synthetic(self, state):
+        self.calls.append(int(state.step))
+        return self.inner.synthetic(state)
+
+
+def test_synthetic_is_computed_once_per_iteration(env, tmp_path):
+    """Tracking, quick evaluation, the grid and the final set share one ``synthetic`` per iteration."""
+    _, ds, net, real = env
+    method = _CountSynthetic(build_method("dm", net, ipc=1, batch_real=4, iterations=2), at=99)
+    distill(method, real, ds, out=tmp_path, checkpoint_every=1, track_every=1, eval_every=1, eval_epochs=1,
+            eval_models=1, final_eval=False, progress=False)
+    assert method.calls == [0, 1, 2]
+
+
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(env, tmp_path):
     _, ds, net, real = env
     method = _NaNAt(build_method("dm", net, ipc=1, batch_real=4, iterations=6), at=3)

@@ -89,8 +89,9 @@ def _hard(labels: np.ndarray) -> np.ndarray:
     return labels.argmax(-1) if labels.ndim == 2 else labels
 
 
-def _distilled_set(method: Method, state: Any, dataset, run_config: dict) -> DistilledSet:
-    images, labels, lr = method.synthetic(state)
+def _distilled_set(synthetic: tuple, dataset, run_config: dict) -> DistilledSet:
+    """The library's set format from ``method.synthetic(state)``'s ``(images, labels, lr)``."""
+    images, labels, lr = synthetic
     return DistilledSet(images=np.asarray(images, np.float32), labels=np.asarray(labels),
                         num_classes=dataset.num_classes, dataset=dataset.name, mean=np.asarray(dataset.mean),
                         std=np.asarray(dataset.std), lr=None if lr is None else float(lr),
@@ -199,9 +200,16 @@ def distill(method: Method, real: RealData, dataset, *, seed: int = 0, iteration
             resumed_from = start
 
     k_track = jax.random.fold_in(root, _TRACK)
+    last_synthetic: dict = {}
+
+    def synthetic(it: int) -> tuple:
+        """``method.synthetic(state)`` at iteration ``it``, computed once (LD3M decodes through its prior)."""
+        if last_synthetic.get("iteration") != it:
+            last_synthetic.update(iteration=it, value=method.synthetic(state))
+        return last_synthetic["value"]
 
     def record_difficulty(it: int) -> dict:
-        images, labels, _ = method.synthetic(state)
+        images, labels, _ = synthetic(it)
         g = np.asarray(_track(method.network, images, labels, k_track, track_models)).mean(0)
         lab = _hard(np.asarray(labels))
         per_class = [float(g[lab == c].mean()) if np.any(lab == c) else float("nan")
@@ -211,7 +219,7 @@ def distill(method: Method, real: RealData, dataset, *, seed: int = 0, iteration
     def quick_eval(it: int) -> dict:
         from jaxdd.evaluate import evaluate_set
 
-        images, labels, lr = method.synthetic(state)
+        images, labels, lr = synthetic(it)
         r = evaluate_set(np.asarray(images), np.asarray(labels), dataset, method.network.name, eval_preset,
                          key=jax.random.fold_in(jax.random.fold_in(root, _EVAL), it), num_models=eval_models,
                          lr=None if lr is None else float(lr), epochs=eval_epochs, progress=False)
@@ -244,7 +252,7 @@ def distill(method: Method, real: RealData, dataset, *, seed: int = 0, iteration
                 history.append(quick_eval(it))
             if ckpt is not None and (it % checkpoint_every == 0 or it == iterations):
                 ckpt.save(it, state, {"run": run_config, "history": history})
-                _save_grid(out / "grid.png", _distilled_set(method, state, dataset, run_config), dataset)
+                _save_grid(out / "grid.png", _distilled_set(synthetic(it), dataset, run_config), dataset)
             if callback is not None:
                 callback(it, state, metrics)
     finally:
@@ -255,7 +263,7 @@ def distill(method: Method, real: RealData, dataset, *, seed: int = 0, iteration
     if not any(h.get("iteration") == iterations and "grand" in h for h in history):
         history.append(record_difficulty(iterations))
 
-    distilled = _distilled_set(method, state, dataset, run_config)
+    distilled = _distilled_set(synthetic(iterations), dataset, run_config)
     evaluation = None
     if final_eval:
         from jaxdd.evaluate import evaluate_distilled
