@@ -51,6 +51,18 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def available_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), else None (unknown: run anyway)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def main(argv=None) -> int:
     from tqdm.auto import tqdm
 
@@ -81,8 +93,11 @@ def main(argv=None) -> int:
         compile_s = time.perf_counter() - t0
         mem = compiled.memory_analysis()
         temp, arg, out = mem.temp_size_in_bytes, mem.argument_size_in_bytes, mem.output_size_in_bytes
-        seconds = None
-        if not args.no_time and args.repeats > 0:
+        seconds, skipped = None, None
+        free = available_bytes()
+        if not args.no_time and args.repeats > 0 and free is not None and temp + arg + out > 0.9 * free:
+            skipped = f"plan {(temp + arg + out) / MIB:.0f} MiB > 90% of the {free / MIB:.0f} MiB available"
+        elif not args.no_time and args.repeats > 0:
             times = []
             for _ in range(args.repeats):
                 t0 = time.perf_counter()
@@ -92,13 +107,14 @@ def main(argv=None) -> int:
         k = resolve_checkpoint_every(every, steps) if memory == "tesla" else None
         results.append({"mode": mode_name, "syn_steps": steps, "segment": k, "temp_bytes": temp, "argument_bytes": arg,
                         "output_bytes": out, "peak_bytes": temp + arg + out, "compile_s": round(compile_s, 2),
-                        "seconds": seconds})
+                        "seconds": seconds, "not_timed": skipped})
     base = {r["mode"]: r["peak_bytes"] for r in results if r["syn_steps"] == min(args.steps)}
     for r in results:
         r["ratio_to_fewest_steps"] = r["peak_bytes"] / base[r["mode"]]
         rows.append({"mode": r["mode"], "steps": r["syn_steps"], "temp MiB": r["temp_bytes"] / MIB,
                      "peak MiB": r["peak_bytes"] / MIB, f"x {min(args.steps)} steps": r["ratio_to_fewest_steps"],
-                     "s / iteration": "-" if r["seconds"] is None else f"{r['seconds']:.2f}",
+                     "s / iteration": ("-" if r["not_timed"] is None else "too big") if r["seconds"] is None
+                     else f"{r['seconds']:.2f}",
                      "compile s": r["compile_s"]})
     table = format_table(rows)
     print(table)

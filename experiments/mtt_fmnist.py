@@ -21,7 +21,10 @@ Stages (each cached in ``--out``, so a killed run resumes where it stopped):
    final evaluation under the method's preset (``mtt``: the learned lr; ``datm``: soft labels) with
    ``--eval-epochs`` epochs and ``--eval-models`` networks;
 4. the random-real baseline under ``mtt`` with lr 0.01 and the same epochs and models (the learned
-   lr of a real set is undefined; 0.01 is the experts' and the ``dc`` preset's lr).
+   lr of a real set is undefined; 0.01 is the experts' and the ``dc`` preset's lr);
+5. ``--compare`` methods (default DM) on the same subset and network with the same number of
+   iterations, their authors' settings otherwise, evaluated under their own preset (``dc-dsa`` for
+   DM) with the same epochs and models: the matching-based results beside the trajectory ones.
 
 Writes ``results.json`` and ``results.md`` (table + config) in ``--out``.
 """
@@ -56,6 +59,8 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, default=5, help="epochs per expert")
     p.add_argument("--ipc", type=int, nargs="+", default=[1, 10])
     p.add_argument("--methods", nargs="+", default=["mtt", "datm"])
+    p.add_argument("--compare", nargs="*", default=["dm"], help="gradient/distribution matching methods run on the "
+                   "same subset and network for comparison (dc, dsa, dm; none: skip)")
     p.add_argument("--sdc", type=float, default=0.02, help="SDC weight of the +SDC runs (0 skips them)")
     p.add_argument("--iterations-ipc1", type=int, default=100)
     p.add_argument("--iterations-ipc10", type=int, default=50)
@@ -98,10 +103,29 @@ def main(argv=None) -> int:
           f"{[e['test_acc'] for e in buffer.experts]}")
     real = RealData.from_dataset(train)
     results = []
+
+    def run(m, name: str, ipc: int, lam: float, iterations: int) -> None:
+        """Distil and evaluate one set (read back if ``out/runs/name`` finished with this config)."""
+        run_dir = out / "runs" / name
+        done = run_dir / "results.json"
+        if done.exists() and read_json(done)["config"]["method_config"] == dataclasses.asdict(m.config):
+            r = read_json(done)
+            ev, seconds = r["evaluation"], r["seconds"]
+        else:
+            res = distill(m, real, ds, seed=args.seed, out=run_dir, resume=(run_dir / "checkpoints").exists(),
+                          checkpoint_every=10, track_every=max(iterations // 5, 1), eval_final_epochs=args.eval_epochs,
+                          eval_final_models=args.eval_models, extra_config={"experiment": config})
+            ev, seconds = res.evaluation, res.seconds
+        e = ev["results"][0]
+        results.append({"set": name, "method": m.name, "ipc": ipc, "sdc": lam, "iterations": iterations,
+                        "preset": e["preset"], "lr": e["lr"], "mean": e["mean"], "std": e["std"], "accs": e["accs"],
+                        "distill_seconds": round(seconds, 1), "config": dataclasses.asdict(m.config)})
+        print(f"{name}: {e['mean']:.2f} ± {e['std']:.2f} (lr {e['lr']:.4g})")
+
     for ipc in args.ipc:
+        iterations = args.iterations_ipc1 if ipc == 1 else args.iterations_ipc10
         for method in args.methods:
             for lam in ([0.0, args.sdc] if args.sdc > 0 else [0.0]):
-                iterations = args.iterations_ipc1 if ipc == 1 else args.iterations_ipc10
                 overrides = dict(ipc=ipc, iterations=iterations, memory=args.memory, sdc=lam, defaults="fashion_mnist")
                 steps = args.syn_steps_ipc10 if ipc >= 10 and args.syn_steps_ipc10 else args.syn_steps
                 if steps:
@@ -109,23 +133,9 @@ def main(argv=None) -> int:
                 if ipc >= 10 and args.batch_syn_ipc10:
                     overrides["batch_syn"] = args.batch_syn_ipc10
                 m = build_method(method, net, buffer=str(buffer.path), **overrides)
-                name = f"{method}-ipc{ipc}" + (f"-sdc{lam:g}" if lam else "")
-                run_dir = out / "runs" / name
-                done = run_dir / "results.json"
-                if done.exists() and read_json(done)["config"]["method_config"] == dataclasses.asdict(m.config):
-                    r = read_json(done)
-                    ev, seconds = r["evaluation"], r["seconds"]
-                else:
-                    resume = (run_dir / "checkpoints").exists()
-                    res = distill(m, real, ds, seed=args.seed, out=run_dir, resume=resume, checkpoint_every=10,
-                                  track_every=max(iterations // 5, 1), eval_final_epochs=args.eval_epochs,
-                                  eval_final_models=args.eval_models, extra_config={"experiment": config})
-                    ev, seconds = res.evaluation, res.seconds
-                e = ev["results"][0]
-                results.append({"set": name, "method": method, "ipc": ipc, "sdc": lam, "iterations": iterations,
-                                "preset": e["preset"], "lr": e["lr"], "mean": e["mean"], "std": e["std"],
-                                "accs": e["accs"], "distill_seconds": round(seconds, 1), "config": dataclasses.asdict(m.config)})
-                print(f"{name}: {e['mean']:.2f} ± {e['std']:.2f} (lr {e['lr']:.4g})")
+                run(m, f"{method}-ipc{ipc}" + (f"-sdc{lam:g}" if lam else ""), ipc, lam, iterations)
+        for method in args.compare:
+            run(build_method(method, net, ipc=ipc, iterations=iterations), f"{method}-ipc{ipc}", ipc, 0.0, iterations)
         base_path = out / f"random_ipc{ipc}.json"
         settings = {"ipc": ipc, "epochs": args.eval_epochs, "models": args.eval_models, "seed": args.seed,
                     "subset": str(subset_path)}
