@@ -94,10 +94,11 @@ def main(argv=None) -> int:
         mem = compiled.memory_analysis()
         temp, arg, out = mem.temp_size_in_bytes, mem.argument_size_in_bytes, mem.output_size_in_bytes
         seconds, skipped = None, None
-        free = available_bytes()
-        if not args.no_time and args.repeats > 0 and free is not None and temp + arg + out > 0.9 * free:
+        timed = not args.no_time and args.repeats > 0
+        free = available_bytes() if timed else None
+        if free is not None and temp + arg + out > 0.9 * free:
             skipped = f"plan {(temp + arg + out) / MIB:.0f} MiB > 90% of the {free / MIB:.0f} MiB available"
-        elif not args.no_time and args.repeats > 0:
+        elif timed:
             times = []
             for _ in range(args.repeats):
                 t0 = time.perf_counter()
@@ -113,8 +114,8 @@ def main(argv=None) -> int:
         r["ratio_to_fewest_steps"] = r["peak_bytes"] / base[r["mode"]]
         rows.append({"mode": r["mode"], "steps": r["syn_steps"], "temp MiB": r["temp_bytes"] / MIB,
                      "peak MiB": r["peak_bytes"] / MIB, f"x {min(args.steps)} steps": r["ratio_to_fewest_steps"],
-                     "s / iteration": ("-" if r["not_timed"] is None else "too big") if r["seconds"] is None
-                     else f"{r['seconds']:.2f}",
+                     "s / iteration": f"{r['seconds']:.2f}" if r["seconds"] is not None
+                     else "too big" if r["not_timed"] else "-",
                      "compile s": r["compile_s"]})
     table = format_table(rows)
     print(table)
