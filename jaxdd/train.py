@@ -434,12 +434,24 @@ _jit_predict = jax.jit(lambda net, variables, xb: jax.vmap(lambda v: net.logits(
                        static_argnums=0)
 
 
-def predict_logits(net: Network, variables: Variables, x: Any, batch_size: int = 500,
+#: Default inference batch of :func:`predict_logits` per platform. XLA:CPU convolutions lose
+#: efficiency at large batches: on 2 CPU cores a ConvNet-w128 pass over 10k Fashion-MNIST images
+#: took 8.5 s at batch 16 and 14.4 s at batch 500 (``benchmarks/inference.py``, RESULTS.md).
+CPU_INFERENCE_BATCH = 16
+ACCELERATOR_INFERENCE_BATCH = 500
+
+
+def default_inference_batch(mesh: Mesh | None = None) -> int:
+    """The inference batch :func:`predict_logits` uses when none is given."""
+    return CPU_INFERENCE_BATCH if _on_cpu(mesh) else ACCELERATOR_INFERENCE_BATCH
+
+
+def predict_logits(net: Network, variables: Variables, x: Any, batch_size: int | None = None,
                    mesh: Mesh | None = None, loop: str = "auto") -> jax.Array:
     """Inference logits (M, N, C) of M stacked models (leading model axis on ``variables``) for
-    images ``x`` (N, H, W, C), in batches (the last one padded, so one compilation).
-    With ``mesh`` each batch is split over the ``data`` axis (batch_size is rounded up to a
-    multiple). ``loop``: ``"vmap"`` (all models in one call), ``"models"`` (one call per model) or
+    images ``x`` (N, H, W, C), in batches (the last one padded, so one compilation) of
+    ``batch_size`` (default :func:`default_inference_batch`). With ``mesh`` each batch is split
+    over the ``data`` axis (batch_size is rounded up to a multiple). ``loop``: ``"vmap"`` (all models in one call), ``"models"`` (one call per model) or
     ``"auto"`` (``models`` on CPU, where vmapped convolutions are slow; see :class:`Trainer`)."""
     if loop not in ("auto", "vmap", "models"):
         raise ValueError(f"loop must be 'auto', 'vmap' or 'models', got {loop!r}")
@@ -447,6 +459,8 @@ def predict_logits(net: Network, variables: Variables, x: Any, batch_size: int =
     n = x.shape[0]
     if x.ndim != 4 or tuple(x.shape[1:]) != tuple(net.input_shape):
         raise ValueError(f"images must have shape (N, {', '.join(map(str, net.input_shape))}), got {x.shape}")
+    if batch_size is None:
+        batch_size = default_inference_batch(mesh)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     b = min(batch_size, n)
@@ -467,7 +481,7 @@ def predict_logits(net: Network, variables: Variables, x: Any, batch_size: int =
     return jnp.concatenate(out, axis=1)
 
 
-def evaluate_accuracy(net: Network, variables: Variables, x: Any, y: Any, batch_size: int = 500,
+def evaluate_accuracy(net: Network, variables: Variables, x: Any, y: Any, batch_size: int | None = None,
                       mesh: Mesh | None = None) -> np.ndarray:
     """Test accuracy (fraction in [0, 1]) of each of M stacked models: shape (M,)."""
     logits = predict_logits(net, variables, x, batch_size=batch_size, mesh=mesh)

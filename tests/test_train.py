@@ -314,6 +314,19 @@ def test_predict_logits_matches_per_model_logits():
         np.testing.assert_allclose(out[i], net.logits(state.model_variables(i), jnp.asarray(x)), rtol=1e-5, atol=1e-6)
 
 
+def test_predict_logits_default_batch_is_small_on_cpu_and_exact():
+    """With no batch_size, predict_logits batches by ``default_inference_batch`` (16 on CPU, where
+    small batches are faster) and gives the logits of one full-size call."""
+    from jaxdd.train import default_inference_batch
+
+    assert jax.default_backend() == "cpu" and default_inference_batch() == 16
+    net = linear_net(3, (8, 8, 1))
+    state = Trainer(net).init(jax.random.key(15), 2)
+    x, _ = toy_data(n=37)  # 16 + 16 + 5 (padded)
+    np.testing.assert_allclose(predict_logits(net, state.variables, x),
+                               predict_logits(net, state.variables, x, batch_size=37), rtol=1e-5, atol=1e-6)
+
+
 def test_dsa_augmentation_follows_the_key_contract():
     """With DSA, model i's step s augments its batch with dsa(split(k_aug, steps)[s], siamese=False),
     where (k_perm, k_aug) = split(fold_in(keys[i], epoch)): a hand loop reproduces the trainer."""
