@@ -72,7 +72,7 @@ def main() -> None:
                           "match": "dm", "num_steps": s, "prior": args.prior}))
 
     results_path = out / "results.json"
-    results = read_json(results_path)["runs"] if results_path.exists() else {}
+    results = _earlier_runs(results_path, vars(args))
 
     def save():
         write_json(results_path, {"config": vars(args), "runs": results})
@@ -119,6 +119,25 @@ def main() -> None:
              "s/it": v.get("seconds_per_iteration", ""), "ddim_steps": v.get("num_steps") or ""}
             for k, v in sorted(results.items(), key=lambda kv: (kv[1]["ipc"], kv[0]))]
     print(format_table(rows))
+
+
+#: Settings that change a run's numbers: earlier results made with other values are not reused.
+_RESULT_SETTINGS = ("prior", "dataset", "model", "dm_iterations", "dc_iterations", "dc_loops", "batch_real",
+                    "num_steps", "eval_epochs", "eval_models", "seed")
+
+
+def _earlier_runs(path: Path, config: dict) -> dict:
+    """The finished runs of ``path`` (results.json), if it was made with the same settings."""
+    if not path.exists():
+        return {}
+    earlier = read_json(path)
+    changed = {k: (earlier["config"].get(k), config[k]) for k in _RESULT_SETTINGS
+               if earlier["config"].get(k) != config[k]}
+    if changed:
+        diff = ", ".join(f"--{k.replace('_', '-')} {old} (now {new})" for k, (old, new) in changed.items())
+        raise SystemExit(f"{path} holds runs made with {diff}; give another --out, or move that file away "
+                         "to start over")
+    return earlier["runs"]
 
 
 def _plain(config) -> dict:
