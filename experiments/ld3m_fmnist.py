@@ -3,7 +3,8 @@
     python experiments/ld3m_fmnist.py --prior runs/priors/fashion_mnist --out runs/ld3m_fmnist
 
 Runs (each a ``jaxdd.distill.distill`` call, resumable: finished runs are read back from their
-folder): random real, DM, DC, LD3M-DM, LD3M-DC at each ``--ipc``, and LD3M-DM at IPC
+folder): random real, DM, DC, LD3M-DM, LD3M-DC at each ``--ipc``, LD3M's starting set (its
+generator's output before any iteration: encoded real images decoded through the DDIM steps), and LD3M-DM at IPC
 ``--steps-ipc`` for each number of DDIM steps in ``--ddim-steps`` (time per iteration vs
 accuracy). Every set is evaluated the same way: ``--eval-models`` fresh ConvNets trained on it
 with the ``dc`` preset for ``--eval-epochs`` epochs, accuracy on the real test set. The CPU
@@ -65,6 +66,10 @@ def main() -> None:
                  (f"ld3m-dc-ipc{ipc}", "ld3m", ipc, {**common, "iterations": args.dc_iterations, "match": "dc",
                                                     "num_steps": args.num_steps, "prior": args.prior,
                                                     "match_settings": dc})]
+    for ipc in args.ipc:
+        runs.append((f"ld3m-start-ipc{ipc}", "ld3m", ipc, {"ipc": ipc, "batch_real": args.batch_real, "iterations": 0,
+                                                            "match": "dm", "num_steps": args.num_steps,
+                                                            "prior": args.prior}))
     for s in args.ddim_steps:
         if s != args.num_steps or args.steps_ipc not in args.ipc:
             runs.append((f"ld3m-dm-ipc{args.steps_ipc}-S{s}", "ld3m", args.steps_ipc,
@@ -108,7 +113,7 @@ def main() -> None:
         its = method.config.iterations
         results[name] = {"method": name.rsplit("-ipc", 1)[0], "ipc": ipc, "acc": ev["mean"], "std": ev["std"],
                          "iterations": its, "distill_seconds": round(seconds, 1),
-                         "seconds_per_iteration": round(seconds / max(its, 1), 2),
+                         "seconds_per_iteration": round(seconds / its, 2) if its else None,
                          "num_steps": getattr(method.config, "num_steps", None),
                          "eval_seconds": round(time.time() - t0, 1),
                          "method_config": json.loads(json.dumps(_plain(method.config)))}
@@ -116,7 +121,7 @@ def main() -> None:
         print(name, {k: v for k, v in results[name].items() if k != "method_config"}, flush=True)
 
     rows = [{"run": k, "ipc": v["ipc"], "acc": v["acc"], "std": v["std"], "iterations": v.get("iterations", ""),
-             "s/it": v.get("seconds_per_iteration", ""), "ddim_steps": v.get("num_steps") or ""}
+             "s/it": v.get("seconds_per_iteration") or "", "ddim_steps": v.get("num_steps") or ""}
             for k, v in sorted(results.items(), key=lambda kv: (kv[1]["ipc"], kv[0]))]
     print(format_table(rows))
 
