@@ -4,7 +4,8 @@
 
 Runs (each a ``jaxdd.distill.distill`` call, resumable: finished runs are read back from their
 folder): random real, DM, DC, LD3M-DM, LD3M-DC at each ``--ipc``, LD3M's starting set (its
-generator's output before any iteration: encoded real images decoded through the DDIM steps), and LD3M-DM at IPC
+generator's output before any iteration: encoded real images decoded through the DDIM steps),
+LD3M-DM at IPC ``--steps-ipc`` with each latent learning rate in ``--lr-img``, and LD3M-DM at IPC
 ``--steps-ipc`` for each number of DDIM steps in ``--ddim-steps`` (time per iteration vs
 accuracy). Every set is evaluated the same way: ``--eval-models`` fresh ConvNets trained on it
 with the ``dc`` preset for ``--eval-epochs`` epochs, accuracy on the real test set. The CPU
@@ -43,6 +44,8 @@ def main() -> None:
     p.add_argument("--num-steps", type=int, default=10, help="LD3M DDIM steps of the main runs")
     p.add_argument("--ddim-steps", type=int, nargs="*", default=[2, 5, 10, 20])
     p.add_argument("--steps-ipc", type=int, default=1)
+    p.add_argument("--lr-img", type=float, nargs="*", default=[0.03, 0.1],
+                   help="extra Adam lrs of the latents for LD3M-DM at IPC --steps-ipc (the default, 0.01, is the main run)")
     p.add_argument("--eval-epochs", type=int, default=300)
     p.add_argument("--eval-models", type=int, default=3)
     p.add_argument("--only", nargs="*", default=None, help="run only these run names")
@@ -75,6 +78,11 @@ def main() -> None:
             runs.append((f"ld3m-dm-ipc{args.steps_ipc}-S{s}", "ld3m", args.steps_ipc,
                          {"ipc": args.steps_ipc, "batch_real": args.batch_real, "iterations": args.dm_iterations,
                           "match": "dm", "num_steps": s, "prior": args.prior}))
+
+    for lr in args.lr_img:
+        runs.append((f"ld3m-dm-ipc{args.steps_ipc}-lr{lr:g}", "ld3m", args.steps_ipc,
+                     {"ipc": args.steps_ipc, "batch_real": args.batch_real, "iterations": args.dm_iterations,
+                      "match": "dm", "num_steps": args.num_steps, "prior": args.prior, "lr_img": lr}))
 
     results_path = out / "results.json"
     results = _earlier_runs(results_path, vars(args))
