@@ -7,7 +7,7 @@ folder): random real, DM, DC, LD3M-DM, LD3M-DC at each ``--ipc``, LD3M's startin
 generator's output before any iteration: encoded real images decoded through the DDIM steps),
 LD3M-DM at IPC ``--steps-ipc`` with each latent learning rate in ``--lr-img``, and LD3M-DM at IPC
 ``--steps-ipc`` for each number of DDIM steps in ``--ddim-steps`` (time per iteration vs
-accuracy). Every set is evaluated the same way: ``--eval-models`` fresh ConvNets trained on it
+accuracy). Every set is evaluated the same way (and on each ``--cross-archs`` network): ``--eval-models`` fresh ConvNets trained on it
 with the ``dc`` preset for ``--eval-epochs`` epochs, accuracy on the real test set. The CPU
 budget settings (iterations, real batch, DC loops) are recorded in ``results.json``.
 """
@@ -48,6 +48,8 @@ def main() -> None:
                    help="extra Adam lrs of the latents for LD3M-DM at IPC --steps-ipc (the default, 0.01, is the main run)")
     p.add_argument("--eval-epochs", type=int, default=300)
     p.add_argument("--eval-models", type=int, default=3)
+    p.add_argument("--cross-archs", nargs="*", default=["lenet", "mlp"],
+                   help="also evaluate every finished set on these networks (same preset, epochs, models)")
     p.add_argument("--only", nargs="*", default=None, help="run only these run names")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
@@ -85,10 +87,11 @@ def main() -> None:
                       "match": "dm", "num_steps": args.num_steps, "prior": args.prior, "lr_img": lr}))
 
     results_path = out / "results.json"
-    results = _earlier_runs(results_path, vars(args))
+    earlier = _earlier(results_path, vars(args))
+    results, cross = earlier.get("runs", {}), earlier.get("cross_arch", {})
 
     def save():
-        write_json(results_path, {"config": vars(args), "runs": results})
+        write_json(results_path, {"config": vars(args), "runs": results, "cross_arch": cross})
 
     for ipc in args.ipc:
         name = f"random-ipc{ipc}"
@@ -128,10 +131,29 @@ def main() -> None:
         save()
         print(name, {k: v for k, v in results[name].items() if k != "method_config"}, flush=True)
 
-    rows = [{"run": k, "ipc": v["ipc"], "acc": v["acc"], "std": v["std"], "iterations": v.get("iterations", ""),
-             "s/it": v.get("seconds_per_iteration") or "", "ddim_steps": v.get("num_steps") or ""}
+    for arch in args.cross_archs:  # the same sets on other networks (random: the same draw, same key)
+        done = cross.setdefault(arch, {})
+        for name, v in sorted(results.items(), key=lambda kv: (kv[1]["ipc"], kv[0])):
+            if name in done:
+                continue
+            t0 = time.time()
+            if name.startswith("random-"):
+                ev = random_real_baseline(ds, v["ipc"], arch, "dc", key=jax.random.fold_in(eval_key, v["ipc"]),
+                                          num_models=args.eval_models, epochs=args.eval_epochs)
+            else:
+                ev = evaluate_distilled(DistilledSet.load(out / name / "distilled"), ds, archs=(arch,), preset="dc",
+                                        key=eval_key, num_models=args.eval_models,
+                                        epochs=args.eval_epochs)["results"][0]
+            done[name] = {"acc": ev["mean"], "std": ev["std"], "eval_seconds": round(time.time() - t0, 1)}
+            save()
+            print(arch, name, done[name], flush=True)
+
+    rows = [{"run": k, "ipc": v["ipc"], args.model: f"{v['acc']:.2f} ± {v['std']:.2f}",
+             **{a: f"{cross[a][k]['acc']:.2f} ± {cross[a][k]['std']:.2f}" for a in args.cross_archs if k in cross[a]},
+             "iterations": v.get("iterations", ""), "s/it": v.get("seconds_per_iteration") or "",
+             "ddim_steps": v.get("num_steps") or ""}
             for k, v in sorted(results.items(), key=lambda kv: (kv[1]["ipc"], kv[0]))]
-    print(format_table(rows))
+    print(format_table(rows, ["run", "ipc", args.model, *args.cross_archs, "iterations", "s/it", "ddim_steps"]))
 
 
 #: Settings that change a run's numbers: earlier results made with other values are not reused.
@@ -139,8 +161,8 @@ _RESULT_SETTINGS = ("prior", "dataset", "model", "dm_iterations", "dc_iterations
                     "num_steps", "eval_epochs", "eval_models", "seed")
 
 
-def _earlier_runs(path: Path, config: dict) -> dict:
-    """The finished runs of ``path`` (results.json), if it was made with the same settings."""
+def _earlier(path: Path, config: dict) -> dict:
+    """What ``path`` (results.json) holds, if it was made with the same settings."""
     if not path.exists():
         return {}
     earlier = read_json(path)
@@ -150,7 +172,7 @@ def _earlier_runs(path: Path, config: dict) -> dict:
         diff = ", ".join(f"--{k.replace('_', '-')} {old} (now {new})" for k, (old, new) in changed.items())
         raise SystemExit(f"{path} holds runs made with {diff}; give another --out, or move that file away "
                          "to start over")
-    return earlier["runs"]
+    return earlier
 
 
 def _plain(config) -> dict:
