@@ -7,9 +7,10 @@ folder): random real, DM, DC, LD3M-DM, LD3M-DC at each ``--ipc``, LD3M's startin
 generator's output before any iteration: encoded real images decoded through the DDIM steps),
 LD3M-DM at IPC ``--steps-ipc`` with each latent learning rate in ``--lr-img``, and LD3M-DM at IPC
 ``--steps-ipc`` for each number of DDIM steps in ``--ddim-steps`` (time per iteration vs
-accuracy). Every set is evaluated the same way (and on each ``--cross-archs`` network): ``--eval-models`` fresh ConvNets trained on it
-with the ``dc`` preset for ``--eval-epochs`` epochs, accuracy on the real test set. The CPU
-budget settings (iterations, real batch, DC loops) are recorded in ``results.json``.
+accuracy). Every set is evaluated the same way: ``--eval-models`` fresh ConvNets (and as many of
+each ``--cross-archs`` network) trained on it with the ``dc`` preset for ``--eval-epochs`` epochs,
+accuracy on the real test set. The CPU budget settings (iterations, real batch, DC loops) are
+recorded in ``results.json``.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ def main() -> None:
     p.add_argument("--ddim-steps", type=int, nargs="*", default=[2, 5, 10, 20])
     p.add_argument("--steps-ipc", type=int, default=1)
     p.add_argument("--lr-img", type=float, nargs="*", default=[0.03, 0.1],
-                   help="extra Adam lrs of the latents for LD3M-DM at IPC --steps-ipc (the default, 0.01, is the main run)")
+                   help="extra Adam lrs of the latents for LD3M-DM at IPC --steps-ipc "
+                   "(the main run uses the default, 0.01)")
     p.add_argument("--eval-epochs", type=int, default=300)
     p.add_argument("--eval-models", type=int, default=3)
     p.add_argument("--cross-archs", nargs="*", default=["lenet", "mlp"],
@@ -60,31 +62,24 @@ def main() -> None:
     loops = [tuple(int(v) for v in item.split(",")) for item in args.dc_loops.split(";")]
     eval_key = jax.random.key(args.seed + 1000)
 
+    def ld3m(ipc: int, match: str = "dm", **overrides) -> dict:
+        """Settings of an LD3M run: the main run's (DM matching) with ``overrides``."""
+        return {"ipc": ipc, "batch_real": args.batch_real, "iterations": args.dm_iterations, "match": match,
+                "num_steps": args.num_steps, "prior": args.prior, **overrides}
+
     runs = []  # (name, method, ipc, settings)
     for ipc, (outer, inner) in zip(args.ipc, loops):
         dc = {"outer_loop": outer, "inner_loop": inner}
         common = {"ipc": ipc, "batch_real": args.batch_real}
         runs += [(f"dm-ipc{ipc}", "dm", ipc, {**common, "iterations": args.dm_iterations}),
                  (f"dc-ipc{ipc}", "dc", ipc, {**common, "iterations": args.dc_iterations, **dc}),
-                 (f"ld3m-dm-ipc{ipc}", "ld3m", ipc, {**common, "iterations": args.dm_iterations, "match": "dm",
-                                                    "num_steps": args.num_steps, "prior": args.prior}),
-                 (f"ld3m-dc-ipc{ipc}", "ld3m", ipc, {**common, "iterations": args.dc_iterations, "match": "dc",
-                                                    "num_steps": args.num_steps, "prior": args.prior,
-                                                    "match_settings": dc})]
-    for ipc in args.ipc:
-        runs.append((f"ld3m-start-ipc{ipc}", "ld3m", ipc, {"ipc": ipc, "batch_real": args.batch_real, "iterations": 0,
-                                                            "match": "dm", "num_steps": args.num_steps,
-                                                            "prior": args.prior}))
-    for s in args.ddim_steps:
-        if s != args.num_steps or args.steps_ipc not in args.ipc:
-            runs.append((f"ld3m-dm-ipc{args.steps_ipc}-S{s}", "ld3m", args.steps_ipc,
-                         {"ipc": args.steps_ipc, "batch_real": args.batch_real, "iterations": args.dm_iterations,
-                          "match": "dm", "num_steps": s, "prior": args.prior}))
-
-    for lr in args.lr_img:
-        runs.append((f"ld3m-dm-ipc{args.steps_ipc}-lr{lr:g}", "ld3m", args.steps_ipc,
-                     {"ipc": args.steps_ipc, "batch_real": args.batch_real, "iterations": args.dm_iterations,
-                      "match": "dm", "num_steps": args.num_steps, "prior": args.prior, "lr_img": lr}))
+                 (f"ld3m-dm-ipc{ipc}", "ld3m", ipc, ld3m(ipc)),
+                 (f"ld3m-dc-ipc{ipc}", "ld3m", ipc, ld3m(ipc, "dc", iterations=args.dc_iterations, match_settings=dc))]
+    runs += [(f"ld3m-start-ipc{ipc}", "ld3m", ipc, ld3m(ipc, iterations=0)) for ipc in args.ipc]
+    k = args.steps_ipc
+    runs += [(f"ld3m-dm-ipc{k}-S{s}", "ld3m", k, ld3m(k, num_steps=s)) for s in args.ddim_steps
+             if s != args.num_steps or k not in args.ipc]
+    runs += [(f"ld3m-dm-ipc{k}-lr{lr:g}", "ld3m", k, ld3m(k, lr_img=lr)) for lr in args.lr_img]
 
     results_path = out / "results.json"
     earlier = _earlier(results_path, vars(args))
@@ -131,9 +126,10 @@ def main() -> None:
         save()
         print(name, {k: v for k, v in results[name].items() if k != "method_config"}, flush=True)
 
+    ordered = sorted(results.items(), key=lambda kv: (kv[1]["ipc"], kv[0]))
     for arch in args.cross_archs:  # the same sets on other networks (random: the same draw, same key)
         done = cross.setdefault(arch, {})
-        for name, v in sorted(results.items(), key=lambda kv: (kv[1]["ipc"], kv[0])):
+        for name, v in ordered:
             if name in done:
                 continue
             t0 = time.time()
@@ -152,7 +148,7 @@ def main() -> None:
              **{a: f"{cross[a][k]['acc']:.2f} ± {cross[a][k]['std']:.2f}" for a in args.cross_archs if k in cross[a]},
              "iterations": v.get("iterations", ""), "s/it": v.get("seconds_per_iteration") or "",
              "ddim_steps": v.get("num_steps") or ""}
-            for k, v in sorted(results.items(), key=lambda kv: (kv[1]["ipc"], kv[0]))]
+            for k, v in ordered]
     print(format_table(rows, ["run", "ipc", args.model, *args.cross_archs, "iterations", "s/it", "ddim_steps"]))
 
 

@@ -434,7 +434,7 @@ _jit_predict = jax.jit(lambda net, variables, xb: jax.vmap(lambda v: net.logits(
                        static_argnums=0)
 
 
-#: Default inference batch of :func:`predict_logits` per platform. XLA:CPU convolutions lose
+#: Default inference batches of :func:`predict_logits`. XLA:CPU convolutions lose
 #: efficiency at large batches: on 2 CPU cores a ConvNet-w128 pass over 10k Fashion-MNIST images
 #: took 8.5 s at batch 16 and 14.4 s at batch 500 (``benchmarks/inference.py``, RESULTS.md).
 CPU_INFERENCE_BATCH = 16
@@ -451,8 +451,9 @@ def predict_logits(net: Network, variables: Variables, x: Any, batch_size: int |
     """Inference logits (M, N, C) of M stacked models (leading model axis on ``variables``) for
     images ``x`` (N, H, W, C), in batches (the last one padded, so one compilation) of
     ``batch_size`` (default :func:`default_inference_batch`). With ``mesh`` each batch is split
-    over the ``data`` axis (batch_size is rounded up to a multiple). ``loop``: ``"vmap"`` (all models in one call), ``"models"`` (one call per model) or
-    ``"auto"`` (``models`` on CPU, where vmapped convolutions are slow; see :class:`Trainer`)."""
+    over the ``data`` axis (batch_size is rounded up to a multiple). ``loop``: ``"vmap"`` (all
+    models in one call), ``"models"`` (one call per model) or ``"auto"`` (``models`` on CPU, where
+    vmapped convolutions are slow; see :class:`Trainer`)."""
     if loop not in ("auto", "vmap", "models"):
         raise ValueError(f"loop must be 'auto', 'vmap' or 'models', got {loop!r}")
     x = np.asarray(x, np.float32) if not isinstance(x, jax.Array) else x
