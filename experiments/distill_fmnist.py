@@ -48,6 +48,7 @@ def parse_args(argv=None):
     p.add_argument("--dm-iterations", type=int, nargs="+", default=None,
                    help="DM iterations: one value per --ipc, or one for all (default 100)")
     p.add_argument("--batch-real", type=int, default=64, help="real images per class per step (authors: 256)")
+    p.add_argument("--outer-loop-ipc10", type=int, default=10, help="DC/DSA outer loop at IPC 10 (authors: 10)")
     p.add_argument("--inner-loop-ipc10", type=int, default=10, help="DC/DSA inner loop at IPC 10 (authors: 50)")
     p.add_argument("--eval-epochs", type=int, default=300, help="evaluation epochs (authors: 300 DC, 1000 DSA/DM)")
     p.add_argument("--eval-models", type=int, default=3)
@@ -97,15 +98,16 @@ def plan(args) -> list[dict]:
 def run_one(r: dict, ds, scores, net, args, out: Path) -> dict:
     from jaxdd.prune import prune_dataset
 
+    overrides = dict(ipc=r["ipc"], sdc=r["sdc"], batch_real=args.batch_real, iterations=r["iterations"])
     tag = f"{r['method']}_ipc{r['ipc']}_sdc{r['sdc']:g}_keep{r['keep']:g}_it{r['iterations']}"
+    if r["method"] in ("dc", "dsa") and r["ipc"] >= 10:
+        overrides.update(outer_loop=args.outer_loop_ipc10, inner_loop=args.inner_loop_ipc10)
+        tag += f"_loops{args.outer_loop_ipc10}x{args.inner_loop_ipc10}"
     folder = out / tag
     if (folder / "results.json").exists():
-        res = read_json(folder / "results.json")
+        check_reusable(read_json(folder / "results.json"), overrides, args, folder)
     else:
         train = ds if r["keep"] >= 1 else prune_dataset(ds, scores, r["keep"], "easy")
-        overrides = dict(ipc=r["ipc"], sdc=r["sdc"], batch_real=args.batch_real, iterations=r["iterations"])
-        if r["method"] in ("dc", "dsa") and r["ipc"] >= 10:
-            overrides["inner_loop"] = args.inner_loop_ipc10
         method = build_method(r["method"], net, **overrides)
         checkpoint_every = max(1, r["iterations"] // 4)
         distill(method, RealData.from_dataset(train), ds, seed=args.seed, out=folder, resume=True,
@@ -116,6 +118,21 @@ def run_one(r: dict, ds, scores, net, args, out: Path) -> dict:
     return row_of(read_json(folder / "results.json"), tag)
 
 
+def check_reusable(res: dict, overrides: dict, args, folder: Path) -> None:
+    """Refuse to report a finished run made with other settings than the ones asked for now."""
+    cfg = res["config"]
+    ev = res["evaluation"]["results"][0]
+    asked = {**{k: v for k, v in overrides.items()}, "eval_epochs": args.eval_epochs, "eval_models": args.eval_models,
+             "seed": args.seed, "network": args.model}
+    had = {**{k: cfg["method_config"].get(k) for k in overrides}, "eval_epochs": ev["epochs"],
+           "eval_models": ev["num_models"], "seed": cfg["seed"], "network": cfg["network"]}
+    diff = {k: (had[k], v) for k, v in asked.items() if had[k] != v}
+    if diff:
+        changed = ", ".join(f"{k}: {a!r} there, {b!r} asked" for k, (a, b) in diff.items())
+        raise SystemExit(f"{folder} holds a finished run with other settings ({changed}); "
+                         f"pass the settings it was made with, or another --out")
+
+
 def row_of(res: dict, tag: str) -> dict:
     """A table row from a run's results.json."""
     ev, cfg = res["evaluation"]["results"][0], res["config"]
@@ -124,6 +141,18 @@ def row_of(res: dict, tag: str) -> dict:
             "iterations": cfg["iterations"], "tag": tag, "acc": ev["mean"], "std": ev["std"], "preset": ev["preset"],
             "epochs": ev["epochs"], "models": ev["num_models"], "seconds": res["seconds"], "grand": res["final_grand"],
             "batch_real": mc["batch_real"], "loops": f"{mc.get('outer_loop', '-')}/{mc.get('inner_loop', '-')}"}
+
+
+def row_command(r: dict, out: Path) -> str:
+    """The command that makes (or reuses) exactly this row."""
+    its = "--dm-iterations" if r["method"] == "dm" else "--iterations"
+    cmd = (f"python experiments/distill_fmnist.py --ipc {r['ipc']} --methods {r['method']} --sdc {r['sdc']:g} "
+           f"--keep {r['keep']:g} {its} {r['iterations']}")
+    if r["method"] in ("dc", "dsa") and r["ipc"] >= 10:
+        outer, inner = r["loops"].split("/")
+        cmd += f" --outer-loop-ipc10 {outer} --inner-loop-ipc10 {inner}"
+    return cmd + (f" --batch-real {r['batch_real']} --eval-epochs {r['epochs']} --eval-models {r['models']} "
+                  f"--out {out}")
 
 
 def baseline(ipc: int, preset: str, ds, args, out: Path) -> dict:
@@ -161,14 +190,18 @@ def write_results(out: Path, args, path: Path) -> None:
     text = format_table(table, cols)
     md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     md += ["| " + " | ".join(str(t[c]) for c in cols) + " |" for t in table]
-    cmd = "python experiments/distill_fmnist.py " + " ".join(sys.argv[1:])
+    for r in rows:
+        r["command"] = row_command(r, out)
     header = (f"Fashion-MNIST ({args.dataset}), {args.model}; real batch {args.batch_real}/class; "
               f"evaluation: {args.eval_models} fresh networks x {args.eval_epochs} epochs (preset dc for DC, "
               f"dc-dsa for DSA/DM), full test set; pruning: easiest fraction per class by the loss of a "
               f"ConvNet trained {args.score_epochs} epochs. GraNd = mean per-example gradient norm of the final "
-              f"synthetic set under 4 fresh networks. Command: `{cmd}`")
+              f"synthetic set under 4 fresh networks. Each row is reproduced by `python experiments/distill_fmnist.py "
+              f"--ipc IPC --methods METHOD --sdc λ --keep KEEP --iterations ITERS (--dm-iterations for DM) "
+              f"[--outer-loop-ipc10 O --inner-loop-ipc10 I] --batch-real B --eval-epochs E --eval-models M "
+              f"--out {out}` with the row's values; `{path.with_suffix('.json').name}` holds every row's exact command.")
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path.with_suffix(".json"), {"command": cmd, "rows": rows, "baselines": list(base.values())})
+    write_json(path.with_suffix(".json"), {"rows": rows, "baselines": list(base.values())})
     from jaxdd.utils.io import atomic_path
 
     with atomic_path(path) as tmp:
