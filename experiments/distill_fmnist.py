@@ -12,8 +12,9 @@ difficulty tracking) into ``--out/<tag>``; finished runs are reused, killed ones
 
 The authors' budgets (1000 iterations for DC/DSA, 20,000 for DM, real batch 256, DC IPC 10 with
 10 outer x 50 inner loops, evaluation 300 epochs (DC) / 1000 epochs with DSA, 5-20 models) do not
-fit on a shared 2-core CPU; ``--iterations``, ``--batch-real``, ``--inner-loop-ipc10``,
-``--eval-epochs`` and ``--eval-models`` cut them down and every row records what it used.
+fit on a shared 2-core CPU; ``--iterations``, ``--batch-real``, ``--outer-loop-ipc10``,
+``--inner-loop-ipc10``, ``--eval-epochs`` and ``--eval-models`` cut them down and every row records
+what it used.
 Writes ``--results`` (markdown) and the same rows as JSON beside it.
 """
 
