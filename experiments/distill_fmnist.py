@@ -123,8 +123,8 @@ def check_reusable(res: dict, overrides: dict, args, folder: Path) -> None:
     """Refuse to report a finished run made with other settings than the ones asked for now."""
     cfg = res["config"]
     ev = res["evaluation"]["results"][0]
-    asked = {**{k: v for k, v in overrides.items()}, "eval_epochs": args.eval_epochs, "eval_models": args.eval_models,
-             "seed": args.seed, "network": args.model}
+    asked = {**overrides, "eval_epochs": args.eval_epochs, "eval_models": args.eval_models, "seed": args.seed,
+             "network": args.model}
     had = {**{k: cfg["method_config"].get(k) for k in overrides}, "eval_epochs": ev["epochs"],
            "eval_models": ev["num_models"], "seed": cfg["seed"], "network": cfg["network"]}
     diff = {k: (had[k], v) for k, v in asked.items() if had[k] != v}
