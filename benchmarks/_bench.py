@@ -7,15 +7,7 @@ import time
 import jax
 import numpy as np
 
-
-def compiled_memory_bytes(compiled) -> int | None:
-    """Arguments + outputs + temporaries of a compiled XLA program (``memory_analysis()``), or
-    None where the backend does not report it."""
-    try:
-        m = compiled.memory_analysis()
-        return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes)
-    except Exception:  # not every backend reports it
-        return None
+from jaxdd.distill.base import compiled_memory_bytes  # noqa: F401  (re-exported for the scripts)
 
 
 def megabytes(nbytes: int | None) -> int | None:
