@@ -9,15 +9,16 @@ Runs, in order: DC and DSA at IPC 1 (1,000 iterations, real batch 256, loops 1/1
 then the reference evaluation: 5 fresh ConvNets under the ``dc`` preset (DC: 300 epochs) or
 ``dc-dsa`` (DSA, DM: 1,000 epochs with DSA), as ``jaxdd distill --budget paper`` does.
 
-Each run lives in ``FOLDER/<run>/`` (the ``jaxdd.distill.distill`` outputs and checkpoints). The
-distillation advances in chunks that end on a checkpoint, sized from the measured seconds per
-iteration so that the next chunk ends before the deadline; a later call with the same folder
-continues where this one stopped (bit-identical to an uninterrupted run, see ``distill``'s
-``resume``). The evaluation of a finished run starts only when ``--eval-reserve-s`` seconds are
-left. ``OUT/reproduce_gpu.json`` and ``.md`` hold every run's status (iterations done, seconds
-per iteration, accuracy when evaluated) and are rewritten after every chunk; with ``--tar`` the
-folder is also packed into one archive (``OUT/reproduce_state.tar.gz``) that ``--restore`` unpacks
-on a fresh machine.
+Each run lives in ``FOLDER/<run>/`` (the ``jaxdd.distill.distill`` outputs; a checkpoint every
+1/20 of the iterations). A ``distill`` callback measures the seconds per iteration and stops the
+run right after a checkpoint when the next interval would not end before the deadline; a later
+call with the same folder continues from that checkpoint (bit-identical to an uninterrupted run,
+see ``distill``'s ``resume``). The evaluation of a finished run starts only when
+``--eval-reserve-s`` seconds are left. ``OUT/reproduce_gpu.json`` and ``.md`` hold every run's
+status (iterations done, seconds per iteration, accuracy when evaluated), rewritten at every
+checkpoint; with ``--tar`` the folder is also packed into one archive
+(``OUT/reproduce_state.tar.gz``) that ``--restore`` unpacks when the folder does not exist
+(a fresh machine).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ PUBLISHED = {"dc_ipc1": 70.5, "dsa_ipc1": 70.6, "dm_ipc1": None, "dm_ipc10": Non
 RUNS = {"dc_ipc1": ("dc", 1), "dsa_ipc1": ("dsa", 1), "dm_ipc1": ("dm", 1), "dm_ipc10": ("dm", 10)}
 # --tiny: a smoke test on the embedded dataset with a small network (seconds per run on a CPU)
 TINY = {"model": "convnet-d2-w16", "iterations": {"dc": 4, "dsa": 4, "dm": 6}, "batch_real": 8,
-        "eval_epochs": 2, "eval_models": 2, "max_chunk": 3}
+        "eval_epochs": 2, "eval_models": 2, "checkpoint_every": 2}
 
 
 class _Deadline(Exception):
@@ -53,6 +54,32 @@ def _status_md(status: dict) -> str:
         row = {"run": name, **r, "iterations": f"{r.get('done', 0)}/{r.get('total', '?')}"}
         lines.append("| " + " | ".join("" if row.get(c) is None else str(row.get(c)) for c in cols) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _stopper(r: dict, total: int, every: int, left, publish, name: str):
+    """``distill`` callback: records progress at every checkpoint (every ``every`` iterations) and
+    raises :class:`_Deadline` right after a checkpoint when the next ``every`` iterations would not
+    end before the deadline (nothing is lost), or at once when the deadline has passed (the
+    iterations since the last checkpoint are lost)."""
+    clock = {"last": None, "s_it": None}
+
+    def callback(it, state, metrics):
+        now = time.time()
+        if clock["last"] is not None:  # the first call's interval includes compilation
+            dt = now - clock["last"]
+            clock["s_it"] = dt if clock["s_it"] is None else 0.9 * clock["s_it"] + 0.1 * dt
+        clock["last"] = now
+        if it % every == 0 or it == total:
+            r.update(done=it, loss=metrics.get("loss"), state="distilled" if it == total else "distilling",
+                     s_per_it=None if clock["s_it"] is None else round(clock["s_it"], 4))
+            print(f"[reproduce] {name}: {it}/{total} iterations, {r['s_per_it']} s/it, {left():.0f} s left",
+                  flush=True)
+            publish()
+            if it < total and clock["s_it"] is not None and left() < 1.2 * every * clock["s_it"]:
+                raise _Deadline
+        if left() < 0:
+            raise _Deadline
+    return callback
 
 
 def main(argv=None) -> int:
@@ -71,6 +98,8 @@ def main(argv=None) -> int:
     p.add_argument("--deadline", type=float, default=None, help="stop cleanly before this UNIX time")
     p.add_argument("--eval-reserve-s", type=float, default=120.0,
                    help="start a final evaluation only with this many seconds left (default 120)")
+    p.add_argument("--start-reserve-s", type=float, default=60.0,
+                   help="start (and compile) a distillation only with this many seconds left (default 60)")
     p.add_argument("--margin-s", type=float, default=20.0, help="seconds kept free before the deadline (default 20)")
     p.add_argument("--out", default=os.environ.get("OUT") or "benchmarks/results")
     p.add_argument("--tar", action="store_true", help="pack the folder into OUT/reproduce_state.tar.gz at the end")
@@ -122,40 +151,23 @@ def main(argv=None) -> int:
             r.update(total=total, published=PUBLISHED[name], method_config=dict(vars(method.config)))
             if r.get("state") == "evaluated":
                 continue
-            kwargs = dict(seed=args.seed, out=folder / name, resume=True, checkpoint_every=max(total // 20, 1),
-                          eval_every=0, progress=False, extra_config={"command": "benchmarks/reproduce.py"})
+            ce = TINY["checkpoint_every"] if args.tiny else max(total // 20, 1)
+            kwargs = dict(seed=args.seed, out=folder / name, resume=True, checkpoint_every=ce, eval_every=0,
+                          progress=False, extra_config={"command": "benchmarks/reproduce.py"})
             if args.tiny:
                 kwargs.update(eval_final_epochs=TINY["eval_epochs"], eval_final_models=TINY["eval_models"])
             else:
                 kwargs.update(eval_final_models=5)  # the reference evaluation: 5 models, the preset's epochs
-            done = int(r.get("done", 0))
-            # warm-up chunks of one iteration, not counted in the rate: the first compiles the update;
-            # on a fresh run a second one compiles it again for the state restored from a checkpoint
-            chunk, warm = 1, 2 if done == 0 else 1
-            while done < total:
-                if left() <= 0:
+            if int(r.get("done", 0)) < total:
+                if left() < args.start_reserve_s:  # compiling the update alone may take this long
                     raise _Deadline
-                s_it = r.get("s_per_it")
-                if chunk is None:  # as many iterations as fit before the deadline, at most ~60 s
-                    fit = int(left() / s_it) if s_it else 1
-                    chunk = max(1, min(fit, int(60.0 / s_it) if s_it else 1, TINY["max_chunk"] if args.tiny else total))
-                    if fit < 1:
-                        raise _Deadline
-                end = min(total, done + chunk)
                 t = time.time()
-                res = distill(method, real, ds, iterations=end, final_eval=False, **kwargs)
-                seconds = time.time() - t
-                warm -= 1
-                if warm < 0 or not r.get("s_per_it"):  # a warm-up chunk's rate counts compilation
-                    r["s_per_it"] = round(seconds / (end - done), 4)
-                r["wall_s"] = round(r.get("wall_s", 0.0) + seconds, 1)
-                losses = [h["loss"] for h in res.history if "loss" in h]
-                r.update(state="distilling" if end < total else "distilled", done=end,
-                         loss=losses[-1] if losses else None)
-                print(f"[reproduce] {name}: {end}/{total} iterations, {r['s_per_it']} s/it, "
-                      f"{left():.0f} s left", flush=True)
-                publish()
-                done, chunk = end, (1 if warm > 0 else None)
+                try:
+                    distill(method, real, ds, final_eval=False,
+                            callback=_stopper(r, total, ce, left, publish, name), **kwargs)
+                finally:
+                    r["wall_s"] = round(r.get("wall_s", 0.0) + time.time() - t, 1)
+                    publish()
             if left() < args.eval_reserve_s:
                 r["state"] = "distilled (evaluation pending: not enough time left)"
                 publish()
