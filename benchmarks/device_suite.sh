@@ -4,7 +4,7 @@
 # loops, batch 256), DSA IPC 10, a training step, per-example gradient norms, evaluation with
 # K = 1, 5, 10 vmapped seeds (time ratio to K = 1) and an epoch as one lax.scan vs per-step loops.
 #
-#   OUT=/some/dir benchmarks/device_suite.sh [BUDGET_SECONDS (default 270: no benchmark starts later)]
+#   OUT=/some/dir benchmarks/device_suite.sh [BUDGET_SECONDS (default 240: no benchmark starts later)]
 #
 # Run from the repository root (PYTHONPATH=. is set here). Data: data/fashion-mnist/*.gz in the
 # repository root when present, else jaxdd's default folder. Outputs in $OUT (default
@@ -13,7 +13,7 @@
 set -o pipefail
 export PYTHONUNBUFFERED=1
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
-BUDGET=${1:-270}
+BUDGET=${1:-240}
 OUT=${OUT:-benchmarks/results}
 mkdir -p "$OUT"
 LOG="$OUT/device_suite.log"
