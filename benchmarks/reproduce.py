@@ -17,7 +17,7 @@ see ``distill``'s ``resume``). The evaluation of a finished run starts only when
 ``--eval-reserve-s`` seconds are left. ``OUT/reproduce_gpu.json`` and ``.md`` hold every run's
 status (iterations done, seconds per iteration, accuracy when evaluated), rewritten at every
 checkpoint; with ``--tar`` the folder is also packed into one archive
-(``OUT/reproduce_state.tar.gz``) that ``--restore`` unpacks when the folder does not exist
+(``OUT/<folder name>.tar.gz``) that ``--restore`` unpacks when the folder does not exist
 (a fresh machine).
 """
 
@@ -102,7 +102,7 @@ def main(argv=None) -> int:
                    help="start (and compile) a distillation only with this many seconds left (default 60)")
     p.add_argument("--margin-s", type=float, default=20.0, help="seconds kept free before the deadline (default 20)")
     p.add_argument("--out", default=os.environ.get("OUT") or "benchmarks/results")
-    p.add_argument("--tar", action="store_true", help="pack the folder into OUT/reproduce_state.tar.gz at the end")
+    p.add_argument("--tar", action="store_true", help="pack the folder into OUT/<folder name>.tar.gz at the end")
     p.add_argument("--restore", default=None, help="unpack this archive first when the folder does not exist")
     p.add_argument("--tiny", action="store_true", help="smoke test: embedded data, small network, a few iterations")
     p.add_argument("--seed", type=int, default=0)
@@ -185,7 +185,7 @@ def main(argv=None) -> int:
         print(f"[reproduce] stopping before the deadline; continue with the same --folder {folder}", flush=True)
     publish()
     if args.tar:
-        with tarfile.open(out / "reproduce_state.tar.gz", "w:gz") as tar:
+        with tarfile.open(out / f"{folder.name}.tar.gz", "w:gz") as tar:
             tar.add(folder, arcname=folder.name)
     print(_status_md(status))
     return 0

@@ -8,8 +8,8 @@
 # Run from the repository root (PYTHONPATH=. is set here; jaxdd need not be installed).
 # Data: data/fashion-mnist/*.gz in the repository root when present, else jaxdd's default folder.
 # Outputs in $OUT (default benchmarks/results): reproduce_gpu.json / .md (status and accuracies),
-# reproduce_gpu.log, reproduce_state.tar.gz (the FOLDER packed: copy it to runs/ on a fresh machine,
-# carry it, and this script unpacks it when FOLDER is missing).
+# reproduce_gpu.log, <basename FOLDER>.tar.gz (FOLDER packed; for a fresh machine copy it into runs/
+# of the repository root and carry it: this script unpacks runs/<basename FOLDER>.tar.gz when FOLDER is missing).
 # JAXDD_TINY=1: a CPU smoke test (embedded data, small network, a few iterations).
 set -o pipefail
 export PYTHONUNBUFFERED=1
