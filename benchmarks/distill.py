@@ -6,7 +6,9 @@
 For every method: build it with the authors' defaults (plus ``--set`` overrides), compile
 ``jax.jit(method.update)`` (timed separately), then run ``--iterations`` timed iterations after
 one warm-up call and report seconds per iteration (wall and process CPU), iterations per second
-and XLA's compiled memory estimate. The 1-minute load average is recorded before and after: on a
+and XLA's compiled memory estimate. ``--real-chunks 0,32,64`` instead compiles one update per real
+chunk (real images per network call, 0 = all at once; ``real_chunk`` of the method) and times
+them in alternating rounds. The 1-minute load average is recorded before and after: on a
 shared CPU the wall time depends on the other processes, so compare numbers from one run.
 """
 

@@ -52,7 +52,7 @@ from jaxdd.train import Trainer, TrainConfig, epoch_batches
 DC_LOOPS = ((1, 1, 1), (10, 10, 50), (20, 20, 25), (30, 30, 20), (40, 40, 15), (50, 50, 10))
 BN_IMAGES_PER_CLASS = 16  # reference BN_size_pc
 #: Real images per network call in DM on CPU, where XLA's convolutions run faster on small
-#: batches than on the 2,560 images of IPC 10 at once (benchmarks/run_all.py, RESULTS.md).
+#: batches than on the 2,560 images of IPC 10 at once (``benchmarks/distill.py --real-chunks``).
 CPU_REAL_CHUNK = 64
 #: Below this many real images per matching step the memory plan is skipped (all classes at
 #: once): small problems fit anywhere and need no extra compilation.
