@@ -296,4 +296,6 @@ def test_sharded_batch_matches_single_device(x):
     sharded = shard_batch(x, data_mesh(N))
     for siamese in (True, False):
         for k in KEYS[:4]:
-            np.testing.assert_allclose(dsa(k, sharded, siamese=siamese), dsa(k, x, siamese=siamese), atol=1e-6)
+            out = dsa(k, sharded, siamese=siamese)
+            np.testing.assert_allclose(out, dsa(k, x, siamese=siamese), atol=1e-6)
+            assert len(out.sharding.device_set) == N  # computed where the batch lives, not gathered to one

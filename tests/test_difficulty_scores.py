@@ -92,14 +92,18 @@ def test_streamed_scores_equal_one_batch(small, score):
 
 
 @pytest.mark.parametrize("score", ["grand", "el2n"])
-def test_sharded_equals_unsharded(small, score):
+def test_sharded_equals_unsharded(small, score, sharding_spy):
     net, x, y = small
     keys = jax.random.split(jax.random.key(1), 2)
     stacked = jax.vmap(net.init)(keys)  # two models
     one = D.score_models(net, stacked, x, y, score, batch_size=8, progress=False)
+    assert sharding_spy.splits(8) == []
     sharded = D.score_models(net, stacked, x, y, score, batch_size=8, mesh=data_mesh(8), progress=False)
     assert one.shape == sharded.shape == (2, 21)
     np.testing.assert_allclose(sharded, one, rtol=1e-5, atol=1e-7)
+    # placement: every scored batch (images and labels) was split over the 8 devices
+    splits = sharding_spy.splits(8)
+    assert ((8,) + x.shape[1:], ("data",)) in splits and ((8,), ("data",)) in splits, splits
 
 
 def test_driver_errors(small):

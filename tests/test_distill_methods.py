@@ -182,7 +182,7 @@ def test_class_batch_equals_all_classes_at_once(setup):
     assert float(ma["loss"]) == pytest.approx(float(mb["loss"]), rel=1e-4)
 
 
-def test_eight_devices_equal_one(setup):
+def test_eight_devices_equal_one(setup, sharding_spy):
     """DSA with difficulty weights and SDC: real batches split over 8 devices vs one device."""
     from jaxdd.utils.mesh import data_mesh, replicate
 
@@ -196,6 +196,9 @@ def test_eight_devices_equal_one(setup):
     b, mb = jax.jit(many.update)(replicate(st, mesh), replicate(real_w, mesh))
     np.testing.assert_allclose(np.asarray(a.images), np.asarray(b.images), rtol=1e-4, atol=1e-5)
     assert float(ma["loss"]) == pytest.approx(float(mb["loss"]), rel=1e-4)
+    # placement: the real batch (3 classes x 8 images) was split over the 8 devices on its image axis
+    assert ((3, 8, 16, 16, 3), (None, "data")) in sharding_spy.splits(8)
+    assert len(b.images.sharding.device_set) == 8
     bad = build_method("dsa", net, mesh=mesh, ipc=1, batch_real=6, **kw)
     with pytest.raises(ValueError, match="multiple of the 8 devices"):
         jax.jit(bad.update)(replicate(st, mesh), replicate(real_w, mesh))

@@ -75,7 +75,7 @@ def test_holdout_indices():
 
 
 # ------------------------------------------------------------------------------------ protocol
-def test_random_real_baseline_learns_and_reports_mean_std(sep):
+def test_random_real_baseline_learns_and_reports_mean_std(sep, sharding_spy):
     r, x, y = random_real_baseline(sep, 8, ARCH, "dc", jax.random.key(1), num_models=2, epochs=15, progress=False,
                                    return_set=True)
     assert r["ipc"] == 8 and r["train_size"] == 24 and x.shape == (24, 8, 8, 1)
@@ -89,6 +89,9 @@ def test_random_real_baseline_learns_and_reports_mean_std(sep):
     r8 = random_real_baseline(sep, 8, ARCH, "dc", jax.random.key(1), num_models=2, epochs=15, progress=False,
                               mesh=data_mesh(8))
     np.testing.assert_allclose(r8["accs"], r["accs"])
+    # placement: training minibatches (image axis) and test batches were split over the 8 devices
+    splits = sharding_spy.splits(8)
+    assert any(spec == (None, "data") for _, spec in splits) and any(spec == ("data",) for _, spec in splits), splits
 
 
 def test_distilled_round_trip_and_cross_architecture(sep, tmp_path):

@@ -102,10 +102,12 @@ def test_kill_and_resume_is_bit_identical(tiny, buffer, tmp_path, monkeypatch):
         train_experts(ds, net, out, 3, ExpertConfig(epochs=3, batch_size=8), progress=False)
 
 
-def test_eight_devices_equal_one(tiny, buffer, tmp_path):
+def test_eight_devices_equal_one(tiny, buffer, tmp_path, sharding_spy):
     ds, net = tiny
     sharded = train_experts(ds, net, tmp_path / "s", 1, CFG, mesh=data_mesh(8), progress=False)
     np.testing.assert_allclose(sharded.trajectory(0), buffer.trajectory(0), rtol=1e-4, atol=1e-6)
+    # placement: the training minibatches were split over the 8 devices
+    assert any(spec == (None, "data") for _, spec in sharding_spy.splits(8)), sharding_spy.seen
 
 
 def test_buffer_of_another_architecture_or_dataset_is_refused(tiny, buffer):

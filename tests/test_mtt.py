@@ -106,15 +106,19 @@ def test_kill_and_resume_through_the_driver(env, tmp_path, monkeypatch):
         distill(mtt(env, lr_img=5.0), real, ds, out=tmp_path / "b", resume=True, final_eval=False, progress=False)
 
 
-def test_eight_devices_equal_one(env):
+def test_eight_devices_equal_one(env, sharding_spy):
     _, _, _, _, real = env
     one, eight = mtt(env, ipc=8, batch_syn=8), mtt(env, ipc=8, batch_syn=8, mesh=data_mesh(8))
     assert one.config == eight.config
     state = one.init(jax.random.key(1), real)
     a, ma = jax.jit(one.update)(state, real)
+    assert sharding_spy.splits(8) == []
     b, mb = jax.jit(eight.update)(state, real)
     np.testing.assert_allclose(mb["loss"], ma["loss"], rtol=1e-5)
     np.testing.assert_allclose(b.images, a.images, rtol=1e-4, atol=1e-5)
+    # placement: the student batches (8 of the 24 images) were split over the 8 devices
+    assert ((8, 8, 8, 1), ("data",)) in sharding_spy.splits(8)
+    assert len(b.images.sharding.device_set) == 8 and len(a.images.sharding.device_set) == 1
     with pytest.raises(ValueError, match="multiple of the 8 devices"):
         mtt(env, ipc=2, mesh=data_mesh(8)).init(jax.random.key(0), real)
 

@@ -231,7 +231,7 @@ def test_batchnorm_stats_update_and_eval_uses_running_stats(bn_run):
     assert not np.allclose(eval_logits, train_logits, atol=1e-4)  # eval uses running, not batch, stats
 
 
-def test_sharded_training_equals_single_device(bn_run):
+def test_sharded_training_equals_single_device(bn_run, sharding_spy):
     """The same run with every minibatch split over 8 fake devices (BatchNorm included)."""
     net, x, y, keys = bn_run["net"], bn_run["x"], bn_run["y"], bn_run["keys"]
     mesh = data_mesh(8)
@@ -239,9 +239,15 @@ def test_sharded_training_equals_single_device(bn_run):
     sharded, hist = fit(tr, tr.init(keys), x, y, keys, progress=False)
     tree_close(sharded.variables, bn_run["state"].variables, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(hist[-1]["loss"], bn_run["hist"][-1]["loss"], rtol=1e-5)
+    # placement: the minibatches (M models, B images) were split over the 8 devices on the image axis
+    splits = sharding_spy.splits(8)
+    assert splits and all(spec == (None, "data") for _, spec in splits), splits
+    assert all(len(leaf.sharding.device_set) == 8 for leaf in jax.tree.leaves(sharded.variables))
     out1 = predict_logits(net, sharded.variables, x, batch_size=8)
+    n_split = len(sharding_spy.splits(8))
     out8 = predict_logits(net, sharded.variables, x, batch_size=6, mesh=mesh)  # rounded up to 8
     np.testing.assert_allclose(out8, out1, rtol=1e-5, atol=1e-5)
+    assert any(shape[0] == 8 and spec == ("data",) for shape, spec in sharding_spy.splits(8)[n_split:])
     with pytest.raises(ValueError, match="multiple of the 8 devices"):
         Trainer(net, TrainConfig(batch_size=12), mesh=mesh).train_epoch(sharded, x, y, keys)
 
