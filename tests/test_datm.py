@@ -117,3 +117,23 @@ def test_bad_settings(env):
         datm(env, init="noise")
     with pytest.raises(ValueError, match="label_expert 5 does not exist"):
         datm(env, label_expert=5)
+
+
+def test_eight_devices_equal_one(env, sharding_spy):
+    """DATM (soft labels learned, SDC) with every student batch split over 8 devices vs one device."""
+    from jaxdd.utils.mesh import data_mesh
+
+    _, _, _, real = env
+    one, eight = datm(env, ipc=4, batch_syn=8, sdc=0.1), datm(env, ipc=4, batch_syn=8, sdc=0.1, mesh=data_mesh(8))
+    state = one.init(jax.random.key(2), real)
+    a, ma = jax.jit(one.update)(state, real)
+    assert sharding_spy.splits(8) == []
+    b, mb = jax.jit(eight.update)(state, real)
+    assert float(ma["skipped"]) == float(mb["skipped"]) == 0
+    np.testing.assert_allclose(mb["loss"], ma["loss"], rtol=1e-5)
+    np.testing.assert_allclose(b.images, a.images, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(b.labels, a.labels, rtol=1e-4, atol=1e-5)  # the learned soft-label logits
+    assert not np.allclose(a.labels, state.labels)
+    # placement: the student batches (8 of the 12 images) were split over the 8 devices
+    assert ((8, 9, 9, 1), ("data",)) in sharding_spy.splits(8)
+    assert len(b.images.sharding.device_set) == 8 and len(a.images.sharding.device_set) == 1
