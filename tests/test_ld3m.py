@@ -271,7 +271,8 @@ def test_ld3m_eight_devices_equal_one(small_world, tiny_dataset, sharding_spy):
     # differs between 1 and 8 devices) its sign may flip, so allow a few elements to differ by <= 2 lr
     diff = np.abs(np.asarray(b.opt_state.z) - np.asarray(a.opt_state.z))
     assert np.mean(diff <= 1e-5) > 0.99 and diff.max() <= 2 * one.config.lr_img + 1e-6
-    np.testing.assert_allclose(b.images, a.images, rtol=1e-3, atol=1e-3)
+    if diff.max() <= 1e-5:  # no sign flip (the case on the machines tried): the images agree as well
+        np.testing.assert_allclose(b.images, a.images, rtol=1e-4, atol=1e-4)
     assert not np.allclose(a.opt_state.z, state.opt_state.z)
     # placement: the real batch (3 classes x 8 images) was split over the 8 devices on its image axis
     assert ((3, 8, 16, 16, 3), (None, "data")) in sharding_spy.splits(8)
