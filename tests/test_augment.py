@@ -299,3 +299,87 @@ def test_sharded_batch_matches_single_device(x):
             out = dsa(k, sharded, siamese=siamese)
             np.testing.assert_allclose(out, dsa(k, x, siamese=siamese), atol=1e-6)
             assert len(out.sharding.device_set) == N  # computed where the batch lives, not gathered to one
+
+
+# -- scale and rotate: sampled ranges and hand-computed warps ----------------------------------
+
+def _ramps(n, size=9):
+    """n copies of a (size, size, 2) image whose channels are the normalised coordinates u (along
+    the width) and v (along the height) of each pixel (align_corners: -1 .. 1 over pixel centres)."""
+    g = np.linspace(-1.0, 1.0, size)
+    img = np.stack([np.broadcast_to(g[None, :], (size, size)), np.broadcast_to(g[:, None], (size, size))], -1)
+    return jnp.asarray(np.broadcast_to(img, (n, size, size, 2)), jnp.float32)
+
+
+def _read_affine(out):
+    """(a, b, c, d) of the linear map the warp applied, read off two pixels near the centre of warped
+    ramps: bilinear sampling reproduces a linear image exactly, so the pixel at (u, v) = (0.5, 0)
+    holds 0.5 (a, c) and the one at (0, 0.5) holds 0.5 (b, d) for the map (u, v) -> (a u + b v, c u + d v)."""
+    out = np.asarray(out, np.float64)
+    a, c = 2 * out[:, 4, 6, 0], 2 * out[:, 4, 6, 1]
+    b, d = 2 * out[:, 6, 4, 0], 2 * out[:, 6, 4, 1]
+    return a, b, c, d
+
+
+@pytest.mark.parametrize("siamese", [False, True])
+def test_scale_and_rotate_parameters_span_the_reference_ranges(siamese):
+    """Reference ParamDiffAug: scale factors sx, sy ~ U(1/1.2, 1.2) (independent), rotation angle
+    ~ U(-15°, 15°). The parameters are read back from warped coordinate ramps."""
+    if siamese:  # one draw per key for the whole batch: 300 keys, 2 images each
+        ramps = _ramps(2)
+        outs = {op: np.concatenate([np.asarray(dsa(jax.random.key(i), ramps, op, siamese=True)) for i in range(300)])
+                for op in ("scale", "rotate")}
+    else:  # per-image parameters: one call on 600 images
+        ramps = _ramps(600)
+        outs = {op: np.asarray(dsa(KEYS[7], ramps, op, siamese=False)) for op in ("scale", "rotate")}
+    a, b, c, d = _read_affine(outs["scale"])
+    np.testing.assert_allclose(np.stack([b, c]), 0.0, atol=1e-5)  # a pure scaling
+    for s in (a, d):
+        assert np.all((s >= 1 / 1.2 - 1e-5) & (s <= 1.2 + 1e-5))
+        assert s.min() < 1 / 1.2 + 0.02 and s.max() > 1.2 - 0.02  # the whole range is reached
+        assert abs(np.mean(s) - (1.2 + 1 / 1.2) / 2) < 0.03  # uniform
+    assert np.mean(np.abs(a - d) > 1e-3) > 0.9  # sx and sy are drawn independently
+    if siamese:
+        np.testing.assert_allclose(a[0::2], a[1::2], atol=1e-6)  # the same draw for both images of a call
+    a, b, c, d = _read_affine(outs["rotate"])
+    np.testing.assert_allclose(a, d, atol=1e-5)
+    np.testing.assert_allclose(b, -c, atol=1e-5)
+    np.testing.assert_allclose(a ** 2 + c ** 2, 1.0, atol=1e-4)  # a rotation
+    deg = np.degrees(np.arctan2(c, a))
+    assert np.all(np.abs(deg) <= 15 + 1e-3)
+    assert deg.min() < -14 and deg.max() > 14
+    assert abs(np.mean(deg)) < 1.5 and abs(np.std(deg) - 30 / np.sqrt(12)) < 1.0  # U(-15, 15): std 8.66
+
+
+def test_scale_and_rotate_ops_with_known_parameters_match_hand_computed_warps():
+    """The ops at the ends of their ranges (uniform u = 1 or 0), with magnitudes chosen so the
+    warp lands on whole or half pixels: scale x2 and x1/2, rotations by +-90° and +-15°."""
+    r = np.random.default_rng(8)
+    img = r.normal(size=(1, 9, 9, 2)).astype(np.float32)
+    x = jnp.asarray(img)
+    hi, lo = jnp.ones(3, jnp.float32), jnp.zeros(3, jnp.float32)
+    pixel = np.pad(img[0], ((0, 1), (0, 1), (0, 0)))  # zero beyond the last row / column
+    # scale 2 (u = 1, ratio 2): output pixel i reads input pixel 2i - 4 (align_corners, 9 pixels)
+    up = np.zeros_like(img[0])
+    for i in range(9):
+        for j in range(9):
+            if 0 <= 2 * i - 4 <= 8 and 0 <= 2 * j - 4 <= 8:
+                up[i, j] = img[0, 2 * i - 4, 2 * j - 4]
+    np.testing.assert_allclose(dsa_mod._op_scale(hi, x, DSAParams(ratio_scale=2.0))[0], up, atol=1e-6)
+    # scale 1/2 (u = 0, ratio 2): output pixel i reads input i / 2 + 2, the mean of two pixels for odd i
+    down = np.zeros_like(img[0])
+    for i in range(9):
+        for j in range(9):
+            ys, xs = [(i // 2 + 2,), (i // 2 + 2, i // 2 + 3)][i % 2], [(j // 2 + 2,), (j // 2 + 2, j // 2 + 3)][j % 2]
+            down[i, j] = np.mean([pixel[yy, xx] for yy in ys for xx in xs], axis=0)
+    np.testing.assert_allclose(dsa_mod._op_scale(lo, x, DSAParams(ratio_scale=2.0))[0], down, atol=1e-6)
+    # rotate +90° (u = 1, ratio 90): input (u, v) = (-v_out, u_out), i.e. out[i, j] = x[j, 8 - i]
+    plus = np.stack([[img[0, j, 8 - i] for j in range(9)] for i in range(9)])
+    np.testing.assert_allclose(dsa_mod._op_rotate(hi, x, DSAParams(ratio_rotate=90.0))[0], plus, atol=1e-5)
+    minus = np.stack([[img[0, 8 - j, i] for j in range(9)] for i in range(9)])
+    np.testing.assert_allclose(dsa_mod._op_rotate(lo, x, DSAParams(ratio_rotate=90.0))[0], minus, atol=1e-5)
+    # the default 15° at u = 1 against the slow bilinear loop with the matrix written out
+    a = math.radians(15.0)
+    theta = np.array([[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0]])
+    np.testing.assert_allclose(dsa_mod._op_rotate(hi, x, DSAParams())[0],
+                               _grid_sample_reference(img[0], theta, True), atol=2e-5)
