@@ -328,24 +328,26 @@ def _check_resume(out: Path, latest: int, saved: dict, now: dict, extendable: bo
 
     ``iterations`` may grow (the checkpoint continues) unless the method sets ``extendable =
     False`` (a schedule that depends on the total); it may not fall below the checkpoint."""
-    def flat(run: dict) -> dict:
-        return {**{k: v for k, v in run.items() if k != "method_config"},
-                **{f"method_config.{k}": v for k, v in (run.get("method_config") or {}).items()}}
+    def changed(before: dict, after: dict, skip: tuple) -> list[str]:
+        show = lambda run, k: repr(run[k]) if k in run else "unset"  # noqa: E731
+        return [f"{k}: {show(before, k)} in the checkpoint, {show(after, k)} now"
+                for k in sorted((set(before) | set(after)) - set(skip))
+                if (k in before, before.get(k)) != (k in after, after.get(k))]
 
-    before, after = flat(saved), flat(json.loads(json.dumps(to_jsonable(now))))  # compare as stored (JSON)
-    show = lambda run, k: repr(run[k]) if k in run else "unset"  # noqa: E731
-    keys = sorted((set(before) | set(after)) - set(_RESUMABLE) - {"method_config.iterations"})
-    diffs = [f"{k}: {show(before, k)} in the checkpoint, {show(after, k)} now" for k in keys
-             if (k in before, before.get(k)) != (k in after, after.get(k))]
+    now = json.loads(json.dumps(to_jsonable(now)))  # compare as stored (JSON)
+    config = changed(saved.get("method_config") or {}, now["method_config"], ("iterations",))
+    run = changed(saved, now, _RESUMABLE + ("method_config",))
     iterations = now["iterations"]
     if iterations < latest:
-        diffs.append(f"iterations: {iterations} is below the checkpoint's iteration {latest}")
+        run.append(f"iterations: {iterations} is below the checkpoint's iteration {latest}")
     elif not extendable and iterations != saved.get("iterations"):
-        diffs.append(f"iterations: {saved.get('iterations')!r} in the checkpoint, {iterations!r} now ({now['method']} "
-                     "cannot extend a run: its schedule depends on the total)")
-    if diffs:
-        raise ValueError(f"cannot resume {out}: its checkpoint was made with other settings ({'; '.join(diffs)}). "
-                         "Resume with the checkpoint's settings, or choose another --out folder")
+        run.append(f"iterations: {saved.get('iterations')!r} in the checkpoint, {iterations!r} now ({now['method']} "
+                   "cannot extend a run: its schedule depends on the total)")
+    parts = ([f"a different method config ({'; '.join(config)})"] if config else []) + (
+        [f"different run settings ({'; '.join(run)})"] if run else [])
+    if parts:
+        raise ValueError(f"cannot resume {out}: it was made with {' and '.join(parts)}. Resume with the "
+                         "checkpoint's settings, or choose another --out folder")
 
 
 def _check_eval_settings(preset_name: str, eval_every: int, eval_epochs: int, eval_models: int, final_eval: bool,
