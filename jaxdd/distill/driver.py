@@ -168,8 +168,6 @@ def distill(method: Method, real: RealData, dataset, *, seed: int = 0, iteration
         eval_preset = getattr(cfg, "eval_preset", None) or ("dc-dsa" if getattr(cfg, "dsa", False) else "dc")
     preset = _check_eval_settings(eval_preset, eval_every, eval_epochs, eval_models, final_eval, eval_final_epochs,
                                   eval_final_models)
-    if out is not None:
-        out = check_output(out, folder=True)
     run_config = {
         "method": method.name, "method_config": config_dict(cfg), "network": method.network.name,
         "dataset": dataset.name, "real_train_size": int(real.images.shape[0]),
@@ -186,6 +184,8 @@ def distill(method: Method, real: RealData, dataset, *, seed: int = 0, iteration
     if (final_eval or eval_every) and preset.lr_from_set and method.synthetic(state)[2] is None:
         raise ValueError(f"evaluation preset {preset.name!r} trains with the set's learned lr, but {method.name} "
                          "learns none; choose the dc or dc-dsa preset (--eval-preset)")
+    if out is not None:
+        out = check_output(out, folder=True)
     real = replicate(real, mesh)
     state = replicate(state, mesh)
     history: list[dict] = []
@@ -273,6 +273,8 @@ def distill(method: Method, real: RealData, dataset, *, seed: int = 0, iteration
             if callback is not None:
                 callback(it, state, metrics)
     except KeyboardInterrupt:
+        if ckpt is not None:  # Ctrl-C during a save is raised once that save has committed
+            saved_at = ckpt.latest_step()
         hint = _resume_hint(out, saved_at)
         raise KeyboardInterrupt(f"interrupted at iteration {it} of {iterations}; {hint}") from None
     finally:

@@ -38,6 +38,8 @@ import logging
 import os
 import re
 import shutil
+import signal
+import threading
 import zlib
 from pathlib import Path
 from typing import Any
@@ -94,19 +96,30 @@ class _NoThreadTracebacks(logging.Filter):
 
 @contextlib.contextmanager
 def _orbax_call():
-    """Around every orbax call: loops that drain before closing, no per-thread tracebacks."""
+    """Around every orbax call: loops that drain before closing, no per-thread tracebacks, and
+    Ctrl-C held until the call has finished (an interrupted save leaves orbax's worker threads
+    writing while the interpreter shuts down); the ``KeyboardInterrupt`` is raised right after."""
     policy = asyncio.get_event_loop_policy()
     asyncio.set_event_loop_policy(_DrainingPolicy())
     quiet = _NoThreadTracebacks()
     loggers = [logging.getLogger("absl"), logging.getLogger("orbax")]
     for lg in loggers:
         lg.addFilter(quiet)
+    held: list[int] = []
+    hold = (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+    if hold:
+        signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
     try:
         yield
     finally:
+        if hold:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         for lg in loggers:
             lg.removeFilter(quiet)
         asyncio.set_event_loop_policy(policy)
+    if held:
+        raise KeyboardInterrupt
 
 
 def _os_error(err: BaseException) -> OSError | None:
