@@ -6,6 +6,7 @@ without losing what was already computed."""
 import dataclasses
 import errno
 import glob
+import json
 import os
 import signal
 import subprocess
@@ -190,8 +191,27 @@ def test_distill_on_a_full_disk_prints_one_line_and_resumes(tmp_path, tiny_npz, 
     assert f"the last checkpoint (iteration 1) is in {out / 'checkpoints'}: rerun the same command with --resume" in err
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["1"]
     monkeypatch.undo()  # space freed
-    assert main(argv + ["--resume"]) == 0
-    assert (out / "distilled" / "distilled.npz").exists()
+
+    # the disk fills again when the results are written: the final evaluation is in the error line
+    real_replace = os.replace
+
+    def full_disk(src, dst, *a, **k):
+        if Path(dst).name == "results.json":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_replace(src, dst, *a, **k)
+
+    with_eval = [a for a in argv if a != "--no-eval"] + ["--eval-epochs", "1", "--eval-models", "1", "--resume"]
+    monkeypatch.setattr(os, "replace", full_disk)
+    assert main(with_eval) == 1
+    err = capfd.readouterr().err.strip().splitlines()[-1]  # after the evaluation's progress bar
+    assert err.startswith(f"jaxdd distill: error: cannot write {out / 'results.json'}: No space left on device")
+    evaluated = err.split(f"final evaluation: {ARCH} (dc-dsa) ")[1].split(" %")[0]
+    assert err.endswith(f"the last checkpoint (iteration 2) is in {out / 'checkpoints'}: rerun the same command "
+                        "with --resume to continue from it")
+    monkeypatch.undo()
+    assert main(with_eval) == 0  # the same final evaluation, now written
+    result = json.loads((out / "results.json").read_text())["evaluation"]["results"][0]
+    assert evaluated == f"{result['mean']:.2f} ± {result['std']:.2f}"
 
 
 # ----------------------------------------------------------------------------- Ctrl-C
@@ -466,3 +486,19 @@ def test_failed_restores_leave_no_unraisable_event_loop_errors(tmp_path, monkeyp
     time.sleep(0.5)
     gc.collect()
     assert seen == []
+
+
+# ----------------------------------------------------------------------------- README claims
+
+def test_readme_claims_match_the_code(tmp_path, monkeypatch):
+    import jax
+
+    readme = (REPO / "README.md").read_text()
+    assert "apt-get update && apt-get install -y dataset-fashion-mnist" in readme  # a command a user can run
+    assert "apt-get install -y -qq dataset-fashion-mnist" in (REPO / ".ci" / "run").read_text()  # the same package
+    # "the checkpointer refuses to save when jax.process_count() > 1"
+    assert "refuses\nto save when `jax.process_count() > 1`" in readme
+    with Checkpointer(tmp_path) as ck:
+        with monkeypatch.context() as m, pytest.raises(ValueError, match="single-process runs only"):
+            m.setattr(jax, "process_count", lambda: 2)
+            ck.save(1, {"a": np.zeros(2)})

@@ -298,15 +298,21 @@ def distill(method: Method, real: RealData, dataset, *, seed: int = 0, iteration
             hint = _resume_hint(out, saved_at)
             raise KeyboardInterrupt(f"interrupted during the final evaluation; {hint}") from None
     if out is not None:
-        distilled.save(out / "distilled")
-        _save_grid(out / "grid.png", distilled, dataset)
-        write_json(out / "history.json", history)
-        _plot_history(out, history)
-        write_json(out / "results.json", {
-            "config": run_config, "resumed_from": resumed_from, "seconds": seconds,
-            "iterations_per_second": (iterations - start) / seconds if seconds > 0 and iterations > start else None,
-            "final_grand": [h for h in history if "grand" in h][-1]["grand"], "evaluation": evaluation,
-            "table": evaluation_rows(method.name, cfg, evaluation) if evaluation else None})
+        try:
+            distilled.save(out / "distilled")
+            _save_grid(out / "grid.png", distilled, dataset)
+            write_json(out / "history.json", history)
+            _plot_history(out, history)
+            write_json(out / "results.json", {
+                "config": run_config, "resumed_from": resumed_from, "seconds": seconds,
+                "iterations_per_second": (iterations - start) / seconds if seconds > 0 and iterations > start else None,
+                "final_grand": [h for h in history if "grand" in h][-1]["grand"], "evaluation": evaluation,
+                "table": evaluation_rows(method.name, cfg, evaluation) if evaluation else None})
+        except OutputError as err:  # a full disk at the end: keep the evaluation in the message
+            done = "; ".join(f"{r['arch']} ({r['preset']}) {r['mean']:.2f} ± {r['std']:.2f} %"
+                             for r in (evaluation or {}).get("results", []))
+            raise OutputError(f"{err}; " + (f"final evaluation: {done}; " if done else "")
+                              + _resume_hint(out, saved_at)) from None
     return DistillResult(distilled=distilled, state=state, history=history, evaluation=evaluation,
                          out=out, resumed_from=resumed_from, seconds=seconds)
 
