@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from jaxdd.cli._common import add_dataset_args, add_seed_arg
-from jaxdd.utils.io import format_table, write_json
+from jaxdd.utils.io import check_output, format_table, write_json
 
 TABLE = ["set", "arch", "preset", "models", "epochs", "lr", "acc (%)"]
 
@@ -90,21 +90,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from jaxdd.data import load_dataset
     from jaxdd.data.distilled import DistilledSet
     from jaxdd.evaluate import evaluate_distilled, get_preset
+    from jaxdd.models import create_network
 
     start = time.time()
+    check_output(args.out)
     preset = get_preset(args.preset)
     archs = [a.strip() for a in args.archs.split(",") if a.strip()]
     distilled = DistilledSet.load(args.distilled)
     name = args.dataset or distilled.dataset
     ds = load_dataset(name, data_dir=args.data_dir, zca=args.zca or distilled.zca)
+    for arch in archs:  # every name valid before the first network trains
+        create_network(arch, num_classes=ds.num_classes, input_shape=ds.image_shape)
     out = evaluate_distilled(distilled, ds, archs, preset, jax.random.key(args.seed), args.models, args.lr,
                              _mesh(args.devices), epochs=args.epochs)
     label = f"{Path(args.distilled).name} (IPC {distilled.ipc})"
     rows = [_row(label, r) for r in out["results"]]
     elapsed = time.time() - start
+    print(format_table(rows, TABLE))  # before writing: a failed write does not lose the evaluation
     write_json(args.out, {"config": _config(args, "eval"), "dataset": ds.describe(), **out, "table": rows,
                           "seconds": round(elapsed, 1)})
-    print(format_table(rows, TABLE))
     print(f"\nwrote {args.out} ({elapsed:.1f} s)")
     return 0
 
@@ -115,13 +119,15 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
     from jaxdd.data import load_dataset
     from jaxdd.evaluate import full_data, get_preset, random_real_baseline
+    from jaxdd.models import create_network
     from jaxdd.utils.images import save_class_grid
 
     start = time.time()
+    out = check_output(args.out)
     preset = get_preset(args.preset)
     ipcs = _ints(args.ipc, "--ipc")
     ds = load_dataset(args.dataset, data_dir=args.data_dir, zca=args.zca)
-    out = Path(args.out)
+    create_network(args.arch, num_classes=ds.num_classes, input_shape=ds.image_shape)  # valid before training
     mesh = _mesh(args.devices)
     key = jax.random.key(args.seed)
     results, rows, grids = [], [], []
@@ -140,9 +146,9 @@ def cmd_baseline(args: argparse.Namespace) -> int:
         results.append(r)
         rows.append(_row(r["set"], r))
     elapsed = time.time() - start
+    print(format_table(rows, TABLE))  # before writing: a failed write does not lose the results
     write_json(out, {"config": _config(args, "baseline"), "dataset": ds.describe(), "results": results,
                      "table": rows, "seconds": round(elapsed, 1)})
-    print(format_table(rows, TABLE))
     print(f"\nwrote {out}" + (f" and {len(grids)} image grid(s): {', '.join(grids)}" if grids else "")
           + f" ({elapsed:.1f} s)")
     return 0

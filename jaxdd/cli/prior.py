@@ -88,7 +88,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from jaxdd.generative import SmallPrior
     from jaxdd.generative.prior import num_params
     from jaxdd.generative.training import PriorTrainConfig, train_prior
-    from jaxdd.utils.io import format_table, read_json
+    from jaxdd.utils.io import check_output, format_table, read_json
 
     ds = load_dataset(args.dataset, data_dir=args.data_dir, zca=args.zca)
     prior = SmallPrior(num_classes=ds.num_classes, image_shape=ds.image_shape,
@@ -100,7 +100,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = PriorTrainConfig(steps=args.steps, ae_steps=args.ae_steps if args.latent == "vae" else 0,
                               batch_size=args.batch_size, lr=args.lr, ae_lr=args.ae_lr, ema_decay=args.ema_decay,
                               p_uncond=args.p_uncond, seed=args.seed)
-    out = Path(args.out or f"priors/{ds.name}")
+    out = check_output(args.out or f"priors/{ds.name}", folder=True)
     t0 = time.time()
     prior, params, history = train_prior(
         prior, ds, config, out, resume=args.resume, sample_every=args.sample_every,
@@ -127,10 +127,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from jaxdd.generative.training import generate
     from jaxdd.sample.pool import make_pool
     from jaxdd.utils.images import save_class_grid
-    from jaxdd.utils.io import format_table, write_json
+    from jaxdd.utils.io import check_output, format_table, write_json
 
     if args.per_class < 1:
         raise ValueError(f"--per-class must be >= 1, got {args.per_class}")
+    check_output(args.out, folder=True)
     prior, params, meta = load_prior(args.prior)
     dataset_name = meta.get("dataset", {}).get("name", Path(args.prior).name)
     class_names = meta.get("dataset", {}).get("class_names") or [str(c) for c in range(prior.num_classes)]

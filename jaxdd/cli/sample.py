@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxdd.cli._common import add_dataset_args, add_seed_arg
-from jaxdd.utils.io import format_table, save_npz, write_json
+from jaxdd.utils.io import check_output, format_table, save_npz, write_json
 
 
 def register(subparsers) -> None:
@@ -58,7 +58,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from jaxdd.train import TrainConfig
     from jaxdd.utils.images import histogram_figure, save_class_grid, save_figure
 
-    out = Path(args.out)
+    out = check_output(args.out, folder=True)
     config = {"command": "sample", **{k: v for k, v in vars(args).items() if k != "func"}}
     start = time.time()
     ds = load_dataset(args.dataset, data_dir=args.data_dir, zca=args.zca)
