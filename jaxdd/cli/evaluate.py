@@ -132,7 +132,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
             r, x, y = random_real_baseline(ds, ipc, args.arch, preset, k, args.models, args.lr, mesh,
                                            epochs=args.epochs, return_set=True)
             grid = out.with_name(f"{out.stem}_random_ipc{ipc}.png")
-            save_class_grid(grid, ds.denormalize(x), y, ds.num_classes)
+            save_class_grid(grid, ds.denormalize(x), y, ds.num_classes, class_names=ds.class_names)
             grids.append(str(grid))
             r = {"set": f"random IPC {ipc}", **r, "grid": str(grid)}
         else:
