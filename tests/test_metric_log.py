@@ -6,6 +6,7 @@ import io
 import struct
 from pathlib import Path
 
+import chex
 import numpy as np
 import pytest
 from PIL import Image
@@ -109,6 +110,10 @@ def test_driver_events_match_history_after_kill_and_resume(tiny_npz, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         distill(method(), real, ds, out=tmp_path, callback=kill, **common)
     result = distill(method(), real, ds, out=tmp_path, resume=True, **common)
+    # logging does not perturb the run: the state equals an uninterrupted run's without TensorBoard
+    plain = distill(method(), real, ds, out=tmp_path / "plain", tensorboard=False, **common)
+    chex.assert_trees_all_equal(result.state, plain.state)
+    assert not list((tmp_path / "plain").glob("events.out.tfevents.*"))
     scalars, images = read_logdir(tmp_path)
     losses = [(h["iteration"], h["loss"]) for h in result.history if "loss" in h]
     assert [s for s, _ in scalars["loss"]] == [1, 2, 3, 4]
