@@ -126,3 +126,22 @@ def test_driver_events_match_history_after_kill_and_resume(tiny_npz, tmp_path):
     assert [s for s, _ in images["synthetic"]] == [2, 4, 4]  # checkpoints at 2 and 4, then the final grid
     png = np.asarray(Image.open(io.BytesIO(images["synthetic"][-1][1])).convert("RGB"))
     np.testing.assert_array_equal(png, np.asarray(Image.open(tmp_path / "grid.png").convert("RGB")))
+
+
+def test_expert_training_events_match_the_index(tmp_path):
+    from jaxdd.data.dataset import from_arrays
+    from jaxdd.experts import ExpertConfig, train_experts
+
+    r = np.random.default_rng(0)
+    ds = from_arrays("tiny8", r.integers(0, 256, (24, 8, 8, 1), dtype=np.uint8), np.repeat(np.arange(3), 8),
+                     r.integers(0, 256, (9, 8, 8, 1), dtype=np.uint8), np.repeat(np.arange(3), 3))
+    net = create_network("mlp-w16", num_classes=3, input_shape=(8, 8, 1))
+    buf = train_experts(ds, net, tmp_path, 2, ExpertConfig(epochs=2, batch_size=8), progress=False)
+    scalars, _ = read_logdir(tmp_path)
+    for e in buf.index["experts"]:
+        i = e["index"]
+        assert [s for s, _ in scalars[f"expert_{i}/loss"]] == [1, 2]
+        assert scalars[f"expert_{i}/loss"][-1][1] == pytest.approx(e["train_loss"], rel=1e-6)  # float32 event
+        assert scalars[f"expert_{i}/train_acc"][-1][1] == pytest.approx(e["train_acc"], abs=1e-3)
+    assert scalars["expert_test_acc"] == [(e["index"], pytest.approx(e["test_acc"], abs=1e-3))
+                                          for e in buf.index["experts"]]
