@@ -73,6 +73,7 @@ def test_robust_scores_run_the_defining_evaluations(tiny_set):
     assert acc["syn-hard"] == acc["syn-any"] == acc["syn-naug"] == own["accs"]
     assert acc["rdm-any"] == acc["rdm-naug"] == rdm["accs"]
     assert r["accuracies"]["syn-aug"]["config"]["augment"] and not r["accuracies"]["syn-naug"]["config"]["augment"]
+    assert r["accuracies"]["syn-hard"] is r["accuracies"]["syn-any"]  # dc on hard labels: one shared evaluation
     # the scores from those accuracies by the README formulas, computed here in plain Python
     lrs = [(math.exp(0.5 * (s - q) / 100 - 0.5 * (75.0 - h) / 100) - INV_E) / (E - INV_E)
            for s, q, h in zip(acc["syn-any"], acc["rdm-any"], acc["syn-hard"])]

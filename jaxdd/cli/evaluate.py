@@ -67,6 +67,8 @@ def register(subparsers) -> None:
                    "on ConvNet features (jaxdd.prune.coreset)")
     b.add_argument("--embed-epochs", type=int, default=0, help="kcenter/herding: train the feature ConvNet on the "
                    "full training split for this many epochs first (default 0: a randomly initialised ConvNet)")
+    b.add_argument("--save-sets", action="store_true", help="also save each chosen set as a distilled-set folder "
+                   "<out stem>_<select>_ipc<K>/ (e.g. for jaxdd eval --metrics lrs,ars)")
     _common_args(b)
     b.set_defaults(func=cmd_baseline)
 
@@ -148,6 +150,18 @@ def _robust(args, metrics, distilled, ds, archs, preset, results) -> tuple[list,
     return robust, rows
 
 
+def _save_set(folder: Path, x, y, ds, config: dict) -> Path:
+    """A chosen real subset as a distilled-set folder (hard labels, no learned lr)."""
+    import numpy as np
+
+    from jaxdd.data.distilled import DistilledSet
+
+    DistilledSet(images=np.asarray(x, np.float32), labels=np.asarray(y), num_classes=ds.num_classes, dataset=ds.name,
+                 mean=np.asarray(ds.mean), std=np.asarray(ds.std), lr=None, zca=ds.zca is not None,
+                 config=config).save(folder)
+    return folder
+
+
 def cmd_baseline(args: argparse.Namespace) -> int:
     import jax
     from tqdm.auto import tqdm
@@ -179,6 +193,9 @@ def cmd_baseline(args: argparse.Namespace) -> int:
             save_class_grid(grid, ds.denormalize(x), y, ds.num_classes, class_names=ds.class_names)
             grids.append(str(grid))
             r = {"set": f"{args.select} IPC {ipc}", **r, "grid": str(grid)}
+            if args.save_sets:
+                r["saved"] = str(_save_set(out.with_name(f"{out.stem}_{args.select}_ipc{ipc}"), x, y, ds,
+                                           _config(args, "baseline")))
         else:
             r = {"set": "full", **full_data(ds, args.arch, preset, k, args.models, args.lr, mesh, epochs=args.epochs)}
         results.append(r)

@@ -19,7 +19,8 @@ checkpoint stays the latest.
 Outputs in ``out``: ``checkpoints/``, ``grid.png`` (one column per class, names on top),
 ``difficulty.png`` and ``loss.png``, ``history.json``, TensorBoard ``events.out.tfevents.*`` (the
 history's numbers and the grid; ``tensorboard --logdir out``), ``distilled/`` (a
-:class:`~jaxdd.data.distilled.DistilledSet`) and ``results.json`` (run config, final evaluation table, timing); all written atomically.
+:class:`~jaxdd.data.distilled.DistilledSet`) and ``results.json`` (run config, final evaluation
+table, timing); all written atomically.
 """
 
 from __future__ import annotations

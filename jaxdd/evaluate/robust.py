@@ -81,9 +81,11 @@ def augmentation_robust_score(acc_syn_aug: Any, acc_rdm_aug: Any, acc_syn_naug: 
 
 
 def _variant(p: Preset, suffix: str, **changes) -> Preset:
-    """``p`` with preset fields (``dsa``) or TrainConfig fields (``soft_labels``) changed."""
+    """``p`` with preset fields (``dsa``) or TrainConfig fields (``soft_labels``) changed; ``p`` itself
+    when nothing changes (so the evaluation is shared)."""
     config = {k: changes.pop(k) for k in list(changes) if k in {f.name for f in dataclasses.fields(p.config)}}
-    return dataclasses.replace(p, name=f"{p.name}{suffix}", config=dataclasses.replace(p.config, **config), **changes)
+    q = dataclasses.replace(p, config=dataclasses.replace(p.config, **config), **changes)
+    return p if q == p else dataclasses.replace(q, name=f"{p.name}{suffix}")
 
 
 def parse_metrics(text: str) -> list[str]:
@@ -97,16 +99,17 @@ def parse_metrics(text: str) -> list[str]:
 
 def robust_scores(distilled: DistilledSet, dataset, metrics: Sequence[str] = METRICS, arch: str = "convnet",
                   preset: str | Preset = "dc", key: jax.Array | None = None, num_models: int | None = None, *,
-                  lr: float | None = None, epochs: int | None = None, real_acc: float | None = None, w: float = 0.5, gamma: float = 0.5,
-                  mesh=None, progress: bool = True, syn_any: dict | None = None) -> dict:
+                  lr: float | None = None, epochs: int | None = None, real_acc: float | None = None,
+                  w: float = 0.5, gamma: float = 0.5, mesh=None, progress: bool = True,
+                  syn_any: dict | None = None) -> dict:
     """LRS and/or ARS of ``distilled`` for one ``arch`` under ``preset`` (the set's own evaluation).
 
     Trains ``num_models`` networks on each needed set (synthetic, random real of the same IPC, the
     full data unless ``real_acc`` is given) under the needed preset variants (hard labels; DSA on
     and off) with the initialisation key ``key``; each evaluation is run once and shared (``syn_any``:
     the :func:`evaluate_set` result of the set under ``preset`` with the same key and lr, reused).
-    ``lr`` overrides the preset's / the set's learned lr for every evaluation but the full data. The random
-    set has ``distilled.ipc`` images per class (its largest class count). Returns
+    ``lr`` overrides the preset's / the set's learned lr for every evaluation but the full data. The
+    random set has ``distilled.ipc`` images per class (its largest class count). Returns
     {"lrs": ..., "ars": ..., "accuracies": {name: evaluate_set dict}, "w", "gamma", "real_acc"}.
     """
     metrics = list(metrics)
@@ -125,7 +128,7 @@ def robust_scores(distilled: DistilledSet, dataset, metrics: Sequence[str] = MET
                          "dc / dc-dsa preset")
     k_sample, k_eval = jax.random.fold_in(key, 1), key  # k_eval = key: the plain evaluation's models
     variants = {"any": p, "hard": _variant(p, "-hard", soft_labels=False),
-                "aug": p if p.dsa else _variant(p, "+dsa", dsa=True), "naug": _variant(p, "-noaug", dsa=False)}
+                "aug": _variant(p, "+dsa", dsa=True), "naug": _variant(p, "-noaug", dsa=False)}
     sets = {"syn": (distilled.images, distilled.labels), "rdm": random_real(k_sample, dataset, distilled.ipc)}
     cache: dict[tuple, dict] = {} if syn_any is None else {("syn", p): syn_any}
 
