@@ -138,6 +138,8 @@ def _robust(args, metrics, distilled, ds, archs, preset, results) -> tuple[list,
     from jaxdd.evaluate.robust import robust_scores
 
     robust, rows = [], []
+    if not metrics:
+        return robust, rows
     for arch, syn_any in zip(archs, results):
         r = robust_scores(distilled, ds, metrics, arch, preset, jax.random.key(args.seed), args.models, lr=args.lr,
                           epochs=args.epochs, real_acc=args.real_acc, w=args.lrs_weight, gamma=args.ars_weight,
