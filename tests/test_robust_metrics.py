@@ -81,6 +81,8 @@ def test_robust_scores_run_the_defining_evaluations(tiny_set):
            for a, b, c, d in zip(acc["syn-aug"], acc["rdm-aug"], acc["syn-naug"], acc["rdm-naug"])]
     np.testing.assert_allclose(r["lrs"]["lrs"]["runs"], lrs, rtol=1e-12)
     np.testing.assert_allclose(r["ars"]["ars"]["runs"], ars, rtol=1e-12)
+    with pytest.raises(ValueError, match=r"accuracy in %, in \[0, 100\]"):
+        robust_scores(syn, ds, ["lrs"], "mlp-w16", "dc", key, real_acc=0.9 * 100 + 20, **common)
     with pytest.raises(ValueError, match="learned lr"):
         robust_scores(syn, ds, ["lrs"], "mlp-w16", "mtt", key, real_acc=75.0, **common)
 

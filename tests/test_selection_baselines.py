@@ -114,3 +114,6 @@ def test_baseline_cli_select(tiny_npz, tmp_path):
     idx = select_per_class(embed_features(ds, "convnet", k_sample), ds.y_train, 2, "kcenter")
     np.testing.assert_array_equal(saved.images, ds.x_train[idx])
     assert saved.labels.tolist() == [0, 0, 1, 1, 2, 2] and saved.dataset == ds.name
+    assert main(["baseline", "--dataset", tiny_npz, "--ipc", "1", "--embed-epochs", "2", "--out", str(out)]) == 1
+    with pytest.raises(ValueError, match="epochs must be >= 0"):
+        coreset_sampler("herding", epochs=-1)

@@ -176,6 +176,9 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     preset = get_preset(args.preset)
     ipcs = _ints(args.ipc, "--ipc")
     sampler = None
+    if args.select == "random" and args.embed_epochs:
+        raise ValueError("--embed-epochs sets the feature network of --select kcenter / herding; random real uses "
+                         "no features (drop --embed-epochs or choose a selection)")
     if args.select != "random":
         from jaxdd.prune.coreset import coreset_sampler
 

@@ -119,6 +119,8 @@ def robust_scores(distilled: DistilledSet, dataset, metrics: Sequence[str] = MET
     if bad or not metrics:
         raise ValueError(f"unknown robust metric(s) {bad or metrics}; choose from {', '.join(METRICS)}")
     w, gamma = _check_weight("the LRS weight w", w), _check_weight("the ARS weight gamma", gamma)
+    if real_acc is not None and not 0.0 <= float(real_acc) <= 100.0:
+        raise ValueError(f"real_acc is a test accuracy in %, in [0, 100]; got {real_acc}")
     check_compatible(distilled, dataset)
     p = get_preset(preset)
     if lr is None and p.lr_from_set:

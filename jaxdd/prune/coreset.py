@@ -134,6 +134,8 @@ def coreset_sampler(method: str, arch: str = "convnet", *, epochs: int = 0
     (``key`` initialises the feature network); pass it as ``random_real_baseline(..., sampler=...)``."""
     if method not in ("kcenter", "herding"):
         raise ValueError(f"unknown selection {method!r}; choose one of {SELECTIONS}")
+    if epochs < 0:
+        raise ValueError(f"epochs must be >= 0 (0: a randomly initialised feature network), got {epochs}")
 
     def sampler(key: jax.Array, dataset, ipc: int) -> tuple[np.ndarray, np.ndarray]:
         feats = embed_features(dataset, arch, key, epochs=epochs)
