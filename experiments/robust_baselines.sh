@@ -19,7 +19,7 @@ for sel in random kcenter herding; do
 done
 for sel in random kcenter herding; do
   for ipc in 1 10; do
-    python3 -m jaxdd eval --distilled "$OUT/fmnist_${sel}_ipc$ipc" --dataset fashion_mnist --preset dc $B \
+    python3 -m jaxdd eval --distilled "$OUT/fmnist_${sel}_${sel}_ipc$ipc" --dataset fashion_mnist --preset dc $B \
       --metrics lrs,ars --real-acc "$FULL_ACC" --out "$OUT/fmnist_${sel}_ipc${ipc}_robust.json"
   done
 done
