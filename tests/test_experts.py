@@ -37,7 +37,7 @@ def buffer(tiny, tmp_path_factory):
 def test_buffer_layout_and_streaming(tiny, buffer):
     ds, net = tiny
     assert buffer.num_experts == 3 and buffer.num_epochs == 2 and buffer.num_params == net.num_params()
-    files = sorted(p.name for p in buffer.path.iterdir())
+    files = sorted(p.name for p in buffer.path.iterdir() if not p.name.startswith("events.out.tfevents."))
     assert files == ["buffer.json", "expert_00000.npy", "expert_00001.npy", "expert_00002.npy"]
     for i, traj in buffer.stream():
         assert isinstance(traj, np.memmap) and traj.shape == (3, buffer.num_params) and traj.dtype == np.float32

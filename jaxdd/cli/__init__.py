@@ -12,10 +12,13 @@ import importlib
 import pkgutil
 import sys
 
+from jaxdd import __version__
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jaxdd", description="Difficulty-aware dataset distillation in JAX/Flax.")
+    parser.add_argument("--version", action="version", version=f"jaxdd {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         if info.name.startswith("_"):

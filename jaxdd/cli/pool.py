@@ -84,7 +84,8 @@ def cmd_pool(args: argparse.Namespace) -> int:
                                       config=config, **overrides)
     pool.save(args.out)
     view = ds.denormalize if ds.zca is not None else (lambda x: np.clip(x * ds.std + ds.mean, 0, 1))
-    save_class_grid(Path(args.out) / "pool.png", view(pool.images), pool.labels, ds.num_classes)
+    save_class_grid(Path(args.out) / "pool.png", view(pool.images), pool.labels, ds.num_classes,
+                    class_names=ds.class_names)
     rows = []
     for r, src in enumerate(pool.sources):
         mine = pool.run == r

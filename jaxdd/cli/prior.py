@@ -158,7 +158,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
                                "guidance": args.guidance, "seed": args.seed}], config=config)
     out = Path(args.out)
     pool.save(out)
-    save_class_grid(out / "samples.png", pool.denormalized(), labels, prior.num_classes, min(args.per_class, 10))
+    save_class_grid(out / "samples.png", pool.denormalized(), labels, prior.num_classes, min(args.per_class, 10),
+                    class_names=class_names)
     rows = [{"class": c, "name": class_names[c], "samples": int(args.per_class)} for c in range(prior.num_classes)]
     summary = {"config": config, "per_class": rows}
     if args.classifier:

@@ -103,7 +103,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     distilled.save(out)
 
     view = ds.denormalize if ds.zca is not None else (lambda x: np.clip(x * ds.std + ds.mean, 0, 1))
-    save_class_grid(out / "chosen.png", view(distilled.images), distilled.labels, ds.num_classes)
+    save_class_grid(out / "chosen.png", view(distilled.images), distilled.labels, ds.num_classes,
+                    class_names=ds.class_names)
     fig = histogram_figure({"pool": tf.pool_transformed, "real": tf.real_transformed,
                             "chosen": tf.pool_transformed[indices.reshape(-1)]}, bins=np.linspace(0, 1, 11),
                            title=f"{ds.name} IPC {args.ipc}, target {args.target}",

@@ -19,9 +19,11 @@ NaN guard: after every update all floating leaves of the state are checked; a no
 raises :class:`NonFiniteError` (a ``ValueError``) before anything is saved, so the last good
 checkpoint stays the latest.
 
-Outputs in ``out``: ``checkpoints/``, ``grid.png`` (one row per class), ``difficulty.png`` and
-``loss.png``, ``history.json``, ``distilled/`` (a :class:`~jaxdd.data.distilled.DistilledSet`)
-and ``results.json`` (run config, final evaluation table, timing); all written atomically.
+Outputs in ``out``: ``checkpoints/``, ``grid.png`` (one column per class, names on top),
+``difficulty.png`` and ``loss.png``, ``history.json``, TensorBoard ``events.out.tfevents.*`` (the
+history's numbers and the grid; ``tensorboard --logdir out``), ``distilled/`` (a
+:class:`~jaxdd.data.distilled.DistilledSet`) and ``results.json`` (run config, final evaluation
+table, timing); all written atomically.
 """
 
 from __future__ import annotations
@@ -102,14 +104,26 @@ def _distilled_set(synthetic: tuple, dataset, run_config: dict) -> DistilledSet:
                         zca=dataset.zca is not None, config=run_config)
 
 
-def _save_grid(path: Path, distilled: DistilledSet, dataset) -> None:
-    from jaxdd.utils.images import save_class_grid
+def _save_grid(path: Path, distilled: DistilledSet, dataset, log=None, step: int = 0) -> None:
+    """``grid.png`` (classes as columns, named); also to the TensorBoard ``log`` when given."""
+    from jaxdd.utils.images import class_grid, save_png
 
     pixels = dataset.denormalize(distilled.images)
-    save_class_grid(path, pixels, distilled.labels, distilled.num_classes)
+    grid = class_grid(pixels, distilled.labels, distilled.num_classes, dataset.class_names)
+    save_png(path, grid)
+    if log is not None:
+        log.image(step, "synthetic", grid)
 
 
-def _plot_history(out: Path, history: list[dict]) -> None:
+def _log_new(log, history: list[dict], logged: int) -> int:
+    """Write the history entries from ``logged`` on to the TensorBoard ``log``; returns ``len(history)``."""
+    if log is not None:
+        for h in history[logged:]:
+            log.scalars(h["iteration"], {k: v for k, v in h.items() if k != "iteration"})
+    return len(history)
+
+
+def _plot_history(out: Path, history: list[dict], class_names=None) -> None:
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -122,19 +136,23 @@ def _plot_history(out: Path, history: list[dict]) -> None:
         fig, ax = plt.subplots(figsize=(6, 3.5))
         its = [h["iteration"] for h in tracked]
         per_class = np.asarray([h["grand_per_class"] for h in tracked])
-        for c in range(per_class.shape[1]):
-            ax.plot(its, per_class[:, c], lw=0.8, alpha=0.4)
-        ax.plot(its, [h["grand"] for h in tracked], "k-o", ms=3, label="mean (thin: per class)")
+        names = class_names if class_names is not None and len(class_names) == per_class.shape[1] \
+            else [f"class {c}" for c in range(per_class.shape[1])]
+        colors = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+        for c, name in enumerate(names):
+            ax.plot(its, per_class[:, c], lw=0.9, alpha=0.7, color=colors(c % colors.N), label=name)
+        ax.plot(its, [h["grand"] for h in tracked], "k-o", ms=3, lw=1.6, label="mean")
         ax.set_xlabel("iteration")
         ax.set_ylabel("GraNd of the synthetic set\n(fresh networks)")
-        ax.legend()
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), ncol=1 + len(names) // 21)
         save_figure(out / "difficulty.png", fig)
     losses = [h for h in history if "loss" in h]
     if losses:
         fig, ax = plt.subplots(figsize=(6, 3.5))
-        ax.plot([h["iteration"] for h in losses], [h["loss"] for h in losses], lw=0.8)
+        ax.plot([h["iteration"] for h in losses], [h["loss"] for h in losses], lw=0.8, label="matching loss")
         ax.set_xlabel("iteration")
         ax.set_ylabel("matching loss per class")
+        ax.legend(fontsize=8)
         save_figure(out / "loss.png", fig)
 
 
@@ -143,7 +161,7 @@ def distill(method: Method, real: RealData, dataset, *, seed: int = 0, iteration
             track_every: int | None = None, track_models: int = 4, eval_every: int = 0, eval_epochs: int = 50,
             eval_models: int = 2, final_eval: bool = True, eval_preset: str | None = None,
             eval_final_epochs: int | None = None, eval_final_models: int | None = None, mesh=None,
-            progress: bool = True, extra_config: dict | None = None,
+            progress: bool = True, extra_config: dict | None = None, tensorboard: bool = True,
             callback: Callable[[int, Any, dict], Any] | None = None) -> DistillResult:
     """Run ``method`` on ``real`` for ``iterations`` (default ``method.config.iterations``).
 
@@ -151,7 +169,9 @@ def distill(method: Method, real: RealData, dataset, *, seed: int = 0, iteration
     subset of its training split). ``out=None`` runs in memory (no checkpoints, no files).
     ``eval_preset`` defaults to ``dc`` for methods without DSA and ``dc-dsa`` otherwise; the final
     evaluation's epochs / models default to the preset's. ``callback(iteration, state, metrics)``
-    runs after every iteration's bookkeeping (logging, early stopping by raising). Returns a
+    runs after every iteration's bookkeeping (logging, early stopping by raising). With ``out`` and
+    ``tensorboard`` the history (loss, GraNd per class, quick accuracies) and the grid are also
+    written as TensorBoard events into ``out`` (:class:`jaxdd.utils.metric_log.MetricLog`). Returns a
     :class:`DistillResult`.
     """
     from tqdm.auto import tqdm
@@ -210,6 +230,13 @@ def distill(method: Method, real: RealData, dataset, *, seed: int = 0, iteration
             ckpt.close()
             raise
     saved_at = resumed_from
+    log = None
+    if out is not None and tensorboard:  # TensorBoard events beside history.json
+        from jaxdd.utils.metric_log import MetricLog
+
+        # TensorBoard drops events an interrupted run left at steps >= purge_step (all of them on a fresh start)
+        log = MetricLog(out, purge_step=start + 1 if start else 0, list_names=dataset.class_names)
+    logged = len(history)
 
     k_track = jax.random.fold_in(root, _TRACK)
     last_synthetic: dict = {}
@@ -267,9 +294,10 @@ def distill(method: Method, real: RealData, dataset, *, seed: int = 0, iteration
                 try:
                     ckpt.save(it, state, {"run": run_config, "history": history})
                     saved_at = it
-                    _save_grid(out / "grid.png", _distilled_set(synthetic(it), dataset, run_config), dataset)
+                    _save_grid(out / "grid.png", _distilled_set(synthetic(it), dataset, run_config), dataset, log, it)
                 except OutputError as err:  # disk full: one line, the previous checkpoint kept
                     raise OutputError(f"{err}; {_resume_hint(out, saved_at)}") from None
+            logged = _log_new(log, history, logged)
             if callback is not None:
                 callback(it, state, metrics)
     except KeyboardInterrupt:
@@ -281,6 +309,8 @@ def distill(method: Method, real: RealData, dataset, *, seed: int = 0, iteration
         bar.close()
         if ckpt is not None:
             ckpt.close()
+        if log is not None:
+            log.flush()
     seconds = time.time() - t0
     if not any(h.get("iteration") == iterations and "grand" in h for h in history):
         history.append(record_difficulty(iterations))
@@ -300,9 +330,14 @@ def distill(method: Method, real: RealData, dataset, *, seed: int = 0, iteration
     if out is not None:
         try:
             distilled.save(out / "distilled")
-            _save_grid(out / "grid.png", distilled, dataset)
+            _save_grid(out / "grid.png", distilled, dataset, log, iterations)
             write_json(out / "history.json", history)
-            _plot_history(out, history)
+            _plot_history(out, history, dataset.class_names)
+            if log is not None:
+                _log_new(log, history, logged)
+                if evaluation:
+                    log.scalars(iterations, {f"final_acc/{r['arch']}": r["mean"] for r in evaluation["results"]})
+                log.close()
             write_json(out / "results.json", {
                 "config": run_config, "resumed_from": resumed_from, "seconds": seconds,
                 "iterations_per_second": (iterations - start) / seconds if seconds > 0 and iterations > start else None,

@@ -13,7 +13,8 @@ augmentation per epoch from ``fold_in(that, epoch)``), so it is the same network
 trained alone, in another group or after a resume. Each expert's rows are written to a
 memory-mapped ``.expert_XXXXX.npy.partial`` file as the epochs finish; when its group is done the
 file is renamed into place and then the index is updated, so a killed run resumes with the experts
-missing from the index (a partial file is overwritten).
+missing from the index (a partial file is overwritten). TensorBoard events in the buffer folder hold
+each finished expert's per-epoch loss and training accuracy (``expert_<i>/``) and its test accuracy.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from jaxdd.experts.buffer import (FORMAT, INDEX, VERSION, ExpertBuffer, dataset_
 from jaxdd.models import Network
 from jaxdd.train import Trainer, TrainConfig, evaluate_accuracy, fit
 from jaxdd.utils.io import read_json
+from jaxdd.utils.metric_log import MetricLog
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,6 +124,7 @@ def train_experts(dataset, network: Network, out: str | Path, num_experts: int, 
     num_params = index["network"]["num_params"]
     groups = [todo[g:g + parallel] for g in range(0, len(todo), parallel)]
     bar = tqdm(total=len(todo), desc=f"experts ({len(done)} done)", disable=not progress, dynamic_ncols=True)
+    log = MetricLog(out)  # TensorBoard: per-epoch loss / train accuracy of every expert, and its test accuracy
     try:
         for group in groups:
             t0 = time.time()
@@ -147,6 +150,10 @@ def train_experts(dataset, network: Network, out: str | Path, num_experts: int, 
                 mm.flush()
             del maps, mm  # close the memory maps before renaming
             for m, i in enumerate(group):
+                for h in history:
+                    log.scalars(h["epoch"], {"loss": float(h["loss"][m]), "train_acc": 100.0 * float(h["acc"][m])},
+                                prefix=f"expert_{i}/")
+                log.scalars(i, {"expert_test_acc": 100.0 * float(test_acc[m])})
                 os.replace(partial[m], out / expert_file(i))
                 index["experts"].append({
                     "index": i, "file": expert_file(i), "train_loss": float(history[-1]["loss"][m]),
@@ -157,6 +164,7 @@ def train_experts(dataset, network: Network, out: str | Path, num_experts: int, 
             bar.update(len(group))
     finally:
         bar.close()
+        log.close()
     return ExpertBuffer(out)
 
 
