@@ -178,7 +178,7 @@ def test_deviation_pushes_away_from_the_nearest_memory_latent(pixel):
 
 
 # ------------------------------------------------------------------ ACS
-ACS_TINY = dict(steps=6, window=(1, 4), discriminator="convnet-w8-d1", disc_epochs=30, disc_batch=8, batch_size=8,
+ACS_TINY = dict(steps=6, window=(1, 4), discriminator="convnet-w8-d1", disc_epochs=10, disc_batch=8, batch_size=8,
                 cfg_scale=1.0)
 
 

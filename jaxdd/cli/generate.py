@@ -47,11 +47,14 @@ def register(subparsers) -> None:
     p.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
     p.add_argument("--cfg", type=float, default=2.0, help="classifier-free guidance scale (default 2)")
     p.add_argument("--disc-epochs", type=int, default=None, help="ACS discriminator epochs (default 300)")
+    p.add_argument("--disc-model", default=None, help="ACS discriminator network (default convnet)")
     p.add_argument("--dataset", default=None, help="dataset the prior was trained on (default: the name in its "
                    "prior.json)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--classifier", default=None, help="DGS difficulty classifier folder: loaded if it exists, else "
                    "trained and saved there (default OUT/classifier)")
+    p.add_argument("--clf-model", default="convnet", help="classifier network when it is trained (default convnet)")
+    p.add_argument("--clf-epochs", type=int, default=None, help="classifier training epochs (default 5)")
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--resume", action="store_true", help="continue a killed ACS run in OUT")
@@ -63,22 +66,24 @@ def register(subparsers) -> None:
 def cmd_generate(args: argparse.Namespace) -> int:
     from jaxdd.data import load_dataset
     from jaxdd.generative import load_prior
-    from jaxdd.sample.guided import GenerateConfig, check_inputs, generate_set
+    from jaxdd.sample.guided import GenerateConfig, generate_set
     from jaxdd.utils.io import format_table
 
     config = GenerateConfig(ipc=args.ipc, guidance=args.guidance, target=args.target,
                             curricula=args.curricula or (2 if args.guidance == "acs" else 1), scale=args.scale,
                             window=args.window, pool_factor=args.pool_factor, steps=args.steps, cfg_scale=args.cfg,
-                            deviation=args.deviation, disc_epochs=args.disc_epochs, batch_size=args.batch_size,
+                            deviation=args.deviation, disc_epochs=args.disc_epochs,
+                            disc_model=args.disc_model, batch_size=args.batch_size,
                             seed=args.seed)
     prior, params, meta = load_prior(args.prior)
     name = args.dataset or meta.get("dataset", {}).get("name")
     if not name:
         raise ValueError(f"{args.prior}/prior.json names no dataset: pass --dataset NAME")
     ds = load_dataset(name, data_dir=args.data_dir)
-    check_inputs(prior, ds, config, where=f"prior {args.prior}")
     summary = generate_set(prior, params, ds, config, args.out, classifier_dir=args.classifier,
-                           prior_path=str(args.prior), resume=args.resume, progress=not args.no_progress)
+                           classifier_model=args.clf_model, classifier_epochs=args.clf_epochs,
+                           prior_path=str(args.prior), dataset_id=name, resume=args.resume,
+                           progress=not args.no_progress)
     rows = [{**r, "target_mean_d": f"{r['target_mean_d']:.4f}", "achieved_mean_d": f"{r['achieved_mean_d']:.4f}",
              "kl_target_achieved": f"{r['kl_target_achieved']:.3f}"} for r in summary["per_class"]]
     print(format_table(rows))

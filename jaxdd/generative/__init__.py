@@ -1,11 +1,11 @@
 """Generative priors for distillation: a class-conditional diffusion prior, DDIM with guidance
-hooks, and LD3M (latent dataset distillation with diffusion models).
+hooks and terms (DAG, ACS), and LD3M (latent dataset distillation with diffusion models).
 
 Plugging in a pretrained model
 ------------------------------
-Everything here (DDIM sampling with guidance terms (:mod:`~jaxdd.generative.sampling`,
-:mod:`~jaxdd.generative.guidance`: DAG, ACS (:mod:`~jaxdd.generative.acs`)), LD3M, ``jaxdd prior sample``, ``jaxdd distill
---method ld3m``) talks to the model only through :class:`DiffusionPrior`, so a large pretrained
+Everything here (the one DDIM sampler :mod:`~jaxdd.generative.sampling` with the guidance terms of
+:mod:`~jaxdd.generative.guidance` (DAG, ACS: :mod:`~jaxdd.generative.acs`), LD3M, ``jaxdd prior
+sample``, ``jaxdd generate``, ``jaxdd distill --method ld3m``) talks to the model only through :class:`DiffusionPrior`, so a large pretrained
 class-conditional model converted to Flax (a DiT, or a latent diffusion model as used at 256 px
 on TPUs) plugs in without changing LD3M. It must provide, as a frozen hashable object (weights
 kept apart in a ``params`` pytree, so that every function stays pure and jittable):

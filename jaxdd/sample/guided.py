@@ -127,6 +127,7 @@ class GenerateConfig:
     cfg_scale: float = DEFAULT_CFG
     deviation: float | None = None  # ACS deviation weight (None: ACSConfig's default)
     disc_epochs: int | None = None  # ACS discriminator epochs (None: ACSConfig's default)
+    disc_model: str | None = None  # ACS discriminator network (None: ACSConfig's default, convnet)
     batch_size: int = 100
     seed: int = 0
 
@@ -149,7 +150,8 @@ class GenerateConfig:
 
     def acs_config(self) -> ACSConfig:
         kw = {k: v for k, v in {"scale": self.scale, "deviation": self.deviation,
-                                "disc_epochs": self.disc_epochs}.items() if v is not None}
+                                "disc_epochs": self.disc_epochs, "discriminator": self.disc_model}.items()
+              if v is not None}
         return ACSConfig(ipc=self.ipc, curricula=self.curricula, steps=self.steps, cfg_scale=self.cfg_scale,
                          window=self.window, batch_size=self.batch_size, **kw)
 
@@ -198,15 +200,19 @@ def difficulty_figure(weights: np.ndarray, achieved: np.ndarray, class_names, ti
 
 
 def generate_set(prior: DiffusionPrior, params: Any, ds: Dataset, config: GenerateConfig, out: str | Path, *,
-                 classifier=None, classifier_dir: str | Path | None = None, prior_path: str = "",
+                 classifier=None, classifier_dir: str | Path | None = None, classifier_model: str = "convnet",
+                 classifier_epochs: int | None = None, prior_path: str = "", dataset_id: str | None = None,
                  resume: bool = False, progress: bool = True, stop_after: int | None = None) -> dict:
     """Generate IPC images per class (``config.guidance`` none | dag | acs; with a pool and DGS when
     ``pool_factor > 1``) and write to ``out``: ``distilled.npz/json`` (for ``jaxdd eval``), ``pool/``
     (for ``jaxdd sample``), ``samples.png``, ``difficulty.png`` (target vs achieved per class),
     ``generate.json``; ACS also ``checkpoints/`` (``resume`` continues a killed run).
     ``classifier``: a DifficultyClassifier, else loaded from / trained into ``classifier_dir``
-    (default ``out/classifier``). Returns the summary written to ``generate.json``."""
-    from jaxdd.sample.classifier import load_or_train_classifier
+    (default ``out/classifier``; ``classifier_model`` for ``classifier_epochs``, default 5).
+    ``dataset_id``: how the outputs name the dataset (what ``jaxdd eval`` loads; default ``ds.name``).
+    Returns the summary written to ``generate.json``."""
+    from jaxdd.sample.classifier import DEFAULT_EPOCHS, load_or_train_classifier
+    from jaxdd.train import TrainConfig
     from jaxdd.sample.pool import make_pool
     from jaxdd.utils.images import save_class_grid, save_figure
     from jaxdd.utils.io import write_json
@@ -220,7 +226,10 @@ def generate_set(prior: DiffusionPrior, params: Any, ds: Dataset, config: Genera
     key = jax.random.key(config.seed)
     k_clf, k_target, k_gen, k_sel = (jax.random.fold_in(key, i) for i in range(4))
     if classifier is None:
-        classifier, _ = load_or_train_classifier(classifier_dir or out / "classifier", k_clf, ds, progress=progress)
+        classifier, _ = load_or_train_classifier(
+            classifier_dir or out / "classifier", k_clf, ds, model=classifier_model,
+            config=TrainConfig(epochs=DEFAULT_EPOCHS if classifier_epochs is None else classifier_epochs),
+            progress=progress)
     real_scores = classifier.scores(ds.x_train, ds.y_train, progress=progress, desc="score real")
     c, n = ds.num_classes, config.ipc * config.pool_factor
     labels = np.repeat(np.arange(c), n).astype(np.int32)
@@ -254,7 +263,7 @@ def generate_set(prior: DiffusionPrior, params: Any, ds: Dataset, config: Genera
     source = {"kind": "prior", "prior": prior_path, "guidance": config.guidance, "steps": config.steps,
               "cfg_scale": config.cfg_scale, "seed": config.seed}
     record = {"command": "jaxdd generate", **{k: v for k, v in dataclasses.asdict(config).items()}}
-    pool = make_pool(images, labels, c, ds.name, ds.mean, ds.std, seed=config.seed,
+    pool = make_pool(images, labels, c, dataset_id or ds.name, ds.mean, ds.std, seed=config.seed,
                      source_index=np.arange(len(labels)), sources=[source], config=record)
     pool.save(out / "pool")
     if config.pool_factor > 1:
