@@ -26,10 +26,13 @@ Choices the paper leaves open (settings of :class:`ACSConfig`):
   ``disc_epochs=300`` with DSA augmentation: D then resembles the model the distilled set will be
   scored with; the precursor code retrains a ResNet-18 with CutMix on ImageNet subsets, too slow
   here and for 28x28 images.
-* ``scale=0.05``: the adversarial step relative to the noise prediction (IGD uses 0.0075 for
-  DiT-XL/2 at 256 px with 1000-class gradients; a small prior's D is weaker and its latents
-  smaller, so a larger relative step is needed to change D's loss at all). ``deviation=0.02``,
-  ``memory=100`` (IGD's memory size), the window of :func:`jaxdd.generative.sampling.default_window`.
+* ``scale=0.05``: the adversarial step relative to the noise prediction, the same bound as DAG's
+  (:mod:`jaxdd.sample.guided`: at most 0.8 of the noise level over the default window; IGD's
+  0.0075 for DiT-XL/2 bounds it at 0.12). ``deviation=0.02``: a companion term, kept below
+  the adversarial step so that it diversifies without dominating. ``memory=100`` (IGD's
+  memory size); the window of :func:`jaxdd.generative.sampling.default_window`. K (``curricula``)
+  has no default in the paper; 2 here (the smallest that uses D). None of these is tuned on a
+  trained prior yet.
 """
 
 from __future__ import annotations
