@@ -38,6 +38,7 @@ def test_generate_dag_pool_and_acs_outputs(prior_dir, fmnist_npz, fmnist, tmp_pa
     np.testing.assert_array_equal(ds.images, pool.images[ds.config["pool_indices"]])
     record = json.loads((out / "generate.json").read_text())
     assert record["config"]["guidance"] == "dag" and len(record["per_class"]) == 10 and "dag_abs_error" in record
+    assert 0 <= record["coverage"] <= 1 and record["diversity"] > 0 and record["seconds_per_image"] > 0
     for name in ("samples.png", "difficulty.png", "classifier/classifier.json"):
         assert (out / name).exists(), name
 

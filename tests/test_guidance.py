@@ -45,9 +45,11 @@ def test_ld3m_generator_is_bit_identical_to_plain_ddim_with_skip(pixel):
     noise = jax.random.normal(k2, z.shape)
     c = prior.embedding_table(params)[jnp.arange(3)]
     gen = LD3MGenerator(prior, num_steps=3, guidance_scale=1.5, remat=False)
-    expected = prior.decode(params, ddim_sample(prior, params, noise_to_last_step(prior, z, noise), c, num_steps=3,
+    def before(params, z, c, noise):  # LD3MGenerator.__call__ before the change
+        return prior.decode(params, ddim_sample(prior, params, noise_to_last_step(prior, z, noise), c, num_steps=3,
                                                 guidance_scale=1.5, skip=z))
-    np.testing.assert_array_equal(jax.jit(gen)(params, z, c, noise), jax.jit(lambda *a: expected)())
+
+    np.testing.assert_array_equal(jax.jit(gen)(params, z, c, noise), jax.jit(before)(params, z, c, noise))
 
 
 # ------------------------------------------------------------------ normalisation and window
@@ -247,3 +249,17 @@ def test_adversarial_term_is_the_cross_entropy_gradient():
         e[idx] = 1e-2
         fd = (energy(jnp.asarray(x + e, jnp.float32)) - energy(jnp.asarray(x - e, jnp.float32))) / 2e-2
         assert abs(fd - g[idx]) < 2e-3 * max(1.0, abs(fd)), (fd, g[idx])  # float32 energies ~1, step 1e-2
+
+
+def test_diversity_and_coverage_hand_cases():
+    from jaxdd.sample.guided import coverage, within_class_diversity
+
+    f = np.array([[0.0, 0.0], [3.0, 4.0], [0.0, 1.0], [0.0, 3.0], [9.0, 9.0]])
+    # class 0: one pair at distance 5; class 1: pairs 1, 3, 2 -> mean 2; class 2 alone: skipped
+    assert within_class_diversity(f[:4], [0, 0, 1, 1]) == pytest.approx((5.0 + 2.0) / 2)
+    assert within_class_diversity(np.vstack([f[:2], [[0.0, 0.0], [0.0, 1.0], [0.0, 3.0]]]), [0, 0, 1, 1, 1]) == \
+        pytest.approx((5.0 + 2.0) / 2)
+    # real points on a line at 0, 1, 2, 10: nearest-neighbour distances 1, 1, 1, 8 -> median 1
+    real = np.array([[0.0], [1.0], [2.0], [10.0]])
+    assert coverage(real, np.array([[0.5], [10.2]])) == pytest.approx(3 / 4)  # 0, 1, 10 within 1 (strictly)
+    assert coverage(real, np.array([[100.0]])) == 0.0

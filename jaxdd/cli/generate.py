@@ -89,6 +89,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     print(format_table(rows))
     out = Path(args.out)
     print(f"\n{summary['generated']} images generated in {summary['seconds_generate']:.1f} s "
-          f"({summary['seconds_per_image']:.3f} s/image); mean KL(target || achieved) {summary['kl_mean']:.3f}")
+          f"({summary['seconds_per_image']:.3f} s/image); mean KL(target || achieved) {summary['kl_mean']:.3f}; "
+          f"within-class diversity {summary['diversity']:.3f}, coverage of the real test set "
+          f"{100 * summary['coverage']:.1f} % (classifier features)")
     print(f"wrote {out}/distilled.npz, distilled.json, pool/, samples.png, difficulty.png, generate.json")
     return 0

@@ -203,6 +203,59 @@ def difficulty_figure(weights: np.ndarray, achieved: np.ndarray, class_names, ti
     return fig
 
 
+def within_class_diversity(features: np.ndarray, labels: np.ndarray) -> float:
+    """Mean over classes of the mean pairwise Euclidean distance between the features of one class
+    (classes with fewer than 2 images are skipped; nan if none has 2)."""
+    features, labels = np.asarray(features, np.float64), np.asarray(labels)
+    means = []
+    for c in np.unique(labels):
+        f = features[labels == c]
+        if len(f) < 2:
+            continue
+        d = np.sqrt(np.maximum(((f[:, None] - f[None]) ** 2).sum(-1), 0.0))
+        means.append(d[np.triu_indices(len(f), 1)].mean())
+    return float(np.mean(means)) if means else float("nan")
+
+
+def _nearest_distances(a: np.ndarray, b: np.ndarray, exclude_self: bool = False, chunk: int = 1024) -> np.ndarray:
+    """Distance from each row of ``a`` to its nearest row of ``b`` (the same row excluded if asked)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    bb = (b ** 2).sum(-1)
+    out = np.empty(len(a))
+    for i in range(0, len(a), chunk):
+        d2 = (a[i:i + chunk] ** 2).sum(-1)[:, None] + bb[None] - 2.0 * a[i:i + chunk] @ b.T
+        if exclude_self:
+            rows = np.arange(i, min(i + chunk, len(a)))
+            d2[rows - i, rows] = np.inf
+        out[i:i + chunk] = np.sqrt(np.maximum(d2.min(-1), 0.0))
+    return out
+
+
+def coverage(real_features: np.ndarray, synthetic_features: np.ndarray) -> float:
+    """Fraction of real images whose nearest synthetic neighbour is closer than the median
+    real-to-real nearest-neighbour distance (feature space)."""
+    radius = np.median(_nearest_distances(real_features, real_features, exclude_self=True))
+    return float(np.mean(_nearest_distances(real_features, synthetic_features) < radius))
+
+
+def set_metrics(classifier, images: np.ndarray, labels: np.ndarray, ds: Dataset, max_real: int = 2000) -> dict:
+    """Within-class diversity of ``images`` and coverage of (up to ``max_real``, the first) real test
+    images, in the feature space of the classifier's first model (``net.embed``)."""
+    from jaxdd.train import default_inference_batch
+
+    net, variables = classifier.net, jax.tree.map(lambda v: v[0], classifier.variables)
+    embed = jax.jit(lambda x: net.embed(variables, x))
+    b = default_inference_batch()
+
+    def feats(x):
+        return np.concatenate([np.asarray(embed(jnp.asarray(x[i:i + b]))) for i in range(0, len(x), b)])
+
+    syn = feats(np.asarray(images, np.float32))
+    real = feats(np.asarray(ds.x_test[:max_real], np.float32))
+    return {"diversity": within_class_diversity(syn, labels), "coverage": coverage(real, syn),
+            "coverage_real_images": int(len(real))}
+
+
 def generate_set(prior: DiffusionPrior, params: Any, ds: Dataset, config: GenerateConfig, out: str | Path, *,
                  classifier=None, classifier_dir: str | Path | None = None, classifier_model: str = "convnet",
                  classifier_epochs: int | None = None, prior_path: str = "", dataset_id: str | None = None,
@@ -210,7 +263,8 @@ def generate_set(prior: DiffusionPrior, params: Any, ds: Dataset, config: Genera
     """Generate IPC images per class (``config.guidance`` none | dag | acs; with a pool and DGS when
     ``pool_factor > 1``) and write to ``out``: ``distilled.npz/json`` (for ``jaxdd eval``), ``pool/``
     (for ``jaxdd sample``), ``samples.png``, ``difficulty.png`` (target vs achieved per class),
-    ``generate.json``; ACS also ``checkpoints/`` (``resume`` continues a killed run).
+    ``generate.json`` (target-vs-achieved KL, :func:`set_metrics`, seconds per image); ACS also
+    ``checkpoints/`` (``resume`` continues a killed run).
     ``classifier``: a DifficultyClassifier, else loaded from / trained into ``classifier_dir``
     (default ``out/classifier``; ``classifier_model`` for ``classifier_epochs``, default 5).
     ``dataset_id``: how the outputs name the dataset (what ``jaxdd eval`` loads; default ``ds.name``).
@@ -295,6 +349,7 @@ def generate_set(prior: DiffusionPrior, params: Any, ds: Dataset, config: Genera
                "classifier": classifier.meta, "generated": int(len(labels)),
                "seconds_generate": round(gen_seconds, 2),
                "seconds_per_image": round(gen_seconds / max(len(labels), 1), 4),
+               **set_metrics(classifier, distilled.images, distilled.labels, ds),
                "seconds": round(time.time() - start, 1), **info}
     if config.guidance == "dag":
         dag_mask = np.isin(np.arange(len(labels)), indices)
