@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdd.generative import LD3MGenerator, SmallPrior, ddim_sample, noise_to_last_step, sample_images
+from jaxdd.generative import LD3MGenerator, SmallPrior, ddim_sample, noise_to_last_step
 from jaxdd.generative.acs import ACS, ACSConfig, run_acs
 from jaxdd.generative.guidance import (Term, adversarial_term, cosine_to_memory, deviation_term, difficulty_term,
                                        latent_memory, normalised)
@@ -24,10 +24,17 @@ def pixel():
 
 # ------------------------------------------------------------------ the sampler keeps old outputs
 def test_generate_is_bit_identical_to_the_previous_prior_sample_path(pixel):
-    """``jaxdd prior sample`` used jit(sample_images) per batch of 4 with fold_in(key, j), the last batch
-    zero-padded; the new generate must give the same bits."""
+    """``jaxdd prior sample`` used jit(sample_images) (rewritten below as it was) per batch of 4 with
+    fold_in(key, j), the last batch zero-padded; the new generate must give the same bits."""
     prior, params = pixel
     labels, key = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 2], np.int32), jax.random.key(3)
+
+    def sample_images(prior, params, key, labels, *, num_steps, guidance_scale):
+        z_T = jax.random.normal(key, (labels.shape[0], *prior.latent_shape), jnp.float32)
+        c = prior.embedding_table(params)[labels]
+        return prior.decode(params, ddim_sample(prior, params, z_T, c, num_steps=num_steps,
+                                                guidance_scale=guidance_scale))
+
     old = jax.jit(sample_images, static_argnames=("prior", "num_steps", "guidance_scale"))
     expected = []
     for j, i in enumerate(range(0, 10, 4)):
@@ -213,6 +220,9 @@ def test_acs_curricula_order_resume_and_discriminator(pixel, tmp_path):
     resumed = run_acs(acs, params, key, tmp_path / "b", progress=False, resume=True)
     np.testing.assert_array_equal(np.asarray(resumed.images), np.asarray(full.images))
     np.testing.assert_array_equal(np.asarray(resumed.disc_loss), loss)
+    with pytest.raises(ValueError, match="other settings"):
+        run_acs(ACS(prior, ACSConfig(ipc=4, curricula=2, scale=0.1, **ACS_TINY)), params, key, tmp_path / "b",
+                progress=False, resume=True)
 
 
 def test_adversarial_term_raises_the_discriminator_loss(pixel):

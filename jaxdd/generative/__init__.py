@@ -35,8 +35,7 @@ lives in :mod:`jaxdd.generative.ld3m_distill`, registered when :mod:`jaxdd.disti
 a folder.
 """
 
-from jaxdd.generative.ddim import (Guidance, GuidanceContext, ddim_sample, guided_eps, noise_to_last_step,
-                                   sample_images)
+from jaxdd.generative.ddim import Guidance, GuidanceContext, ddim_sample, guided_eps, noise_to_last_step
 from jaxdd.generative.ld3m import LD3MGenerator
 from jaxdd.generative.prior import (DiffusionPrior, SmallPrior, check_compatible, class_embedding, load_prior,
                                     null_embedding, register_prior_loader, save_prior, to_dataset_space)
@@ -50,5 +49,5 @@ __all__ = [
     "SmallPrior", "default_window", "generate", "generate_batch", "sample_latents", "train_prior",
     "check_compatible", "class_embedding", "ddim_sample", "ddim_step", "ddim_timesteps", "ddim_update",
     "guided_eps", "load_prior", "make_schedule", "noise_to_last_step", "null_embedding", "predict_x0",
-    "q_sample", "register_prior_loader", "sample_images", "save_prior", "to_dataset_space",
+    "q_sample", "register_prior_loader", "save_prior", "to_dataset_space",
 ]

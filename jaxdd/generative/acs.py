@@ -192,6 +192,25 @@ def discriminator_loss(net: Network, variables: Any, images: Any, labels: Any) -
     return cross_entropy(net.logits(variables, jnp.asarray(images)), jnp.asarray(labels))
 
 
+def jsonable(record: dict) -> dict:
+    """``record`` as it reads back from a checkpoint's JSON metadata (tuples become lists)."""
+    import json
+
+    from jaxdd.utils.io import to_jsonable
+
+    return json.loads(json.dumps(to_jsonable(record)))
+
+
+def has_run(checkpoint_dir: str | Path) -> bool:
+    """Whether ``checkpoint_dir`` holds an ACS checkpoint."""
+    from jaxdd.utils.checkpoint import Checkpointer
+
+    if not Path(checkpoint_dir).exists():
+        return False
+    with Checkpointer(checkpoint_dir) as ckpt:
+        return ckpt.latest_step() is not None
+
+
 def run_acs(acs: ACS, params: Any, key: jax.Array, checkpoint_dir: str | Path | None = None, *,
             resume: bool = False, stop_after: int | None = None, progress: bool = True,
             on_curriculum=None) -> ACSState:
@@ -209,12 +228,17 @@ def run_acs(acs: ACS, params: Any, key: jax.Array, checkpoint_dir: str | Path | 
             if resume:
                 restored = ckpt.restore_latest(state)
                 if restored is not None:
+                    saved = restored[2].get("config")
+                    if saved != jsonable(dataclasses.asdict(acs.config)):
+                        raise ValueError(f"{checkpoint_dir} holds an ACS run with other settings ({saved}); resume it "
+                                         "with the same settings, or choose another --out")
                     state = restored[1]
         last = acs.config.curricula if stop_after is None else min(stop_after, acs.config.curricula)
         while int(state.curriculum) < last:
             state, info = acs.update(state, key, params, progress=progress)
             if ckpt is not None:
-                ckpt.save(int(state.curriculum), state, metadata={"config": dataclasses.asdict(acs.config), **info})
+                ckpt.save(int(state.curriculum), state, metadata={"config": jsonable(dataclasses.asdict(acs.config)),
+                                                                  **info})
             if on_curriculum is not None:
                 on_curriculum(info)
     finally:

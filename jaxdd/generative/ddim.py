@@ -150,16 +150,6 @@ def ld3m_blend(x0_hat: jax.Array, z: jax.Array, k: Any, big_k: int) -> jax.Array
     return (1.0 - w) * x0_hat + w * z
 
 
-def sample_images(prior: DiffusionPrior, params: Any, key: jax.Array, labels: jax.Array, *,
-                  num_steps: int = 50, guidance_scale: float = 1.0, hooks: Sequence[Guidance] = ()) -> jax.Array:
-    """Class-conditional images (N, *image_shape) for ``labels`` (N,): z_T ~ N(0, I), DDIM, decode."""
-    labels = jnp.asarray(labels, jnp.int32)
-    z_T = jax.random.normal(key, (labels.shape[0], *prior.latent_shape), jnp.float32)
-    c = prior.embedding_table(params)[labels]
-    z0 = ddim_sample(prior, params, z_T, c, num_steps=num_steps, guidance_scale=guidance_scale, hooks=hooks)
-    return prior.decode(params, z0)
-
-
 def noise_to_last_step(prior: DiffusionPrior, z: jax.Array, noise: jax.Array) -> jax.Array:
     """``z_T = sqrt(alpha_bar_{T-1}) z + sqrt(1 - alpha_bar_{T-1}) noise``: the DDIM start for latent z."""
     return q_sample(prior.schedule, z, prior.schedule.num_timesteps - 1, noise)

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdd.data.dataset import Dataset
-from jaxdd.generative.acs import ACS, ACSConfig, run_acs
+from jaxdd.generative.acs import ACS, ACSConfig, has_run, run_acs
 from jaxdd.generative.guidance import difficulty_term
 from jaxdd.generative.prior import DiffusionPrior, check_compatible, to_dataset_space
 from jaxdd.generative.sampling import DEFAULT_CFG, DEFAULT_STEPS, generate, window_steps
@@ -280,6 +280,8 @@ def generate_set(prior: DiffusionPrior, params: Any, ds: Dataset, config: Genera
         raise ValueError("--resume continues an ACS run (its curricula are checkpointed); none/dag runs are "
                          "one pass: run them again")
     out = Path(out)
+    if config.guidance == "acs" and not resume and has_run(out / "checkpoints"):
+        raise ValueError(f"{out} already holds an ACS run: pass --resume to continue it, or choose another --out")
     start = time.time()
     key = jax.random.key(config.seed)
     k_clf, k_target, k_gen, k_sel = (jax.random.fold_in(key, i) for i in range(4))
