@@ -124,7 +124,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import numpy as np
 
     from jaxdd.generative import check_compatible, load_prior, to_dataset_space
-    from jaxdd.generative.training import generate
+    from jaxdd.generative.sampling import generate
     from jaxdd.sample.pool import make_pool
     from jaxdd.utils.images import save_class_grid
     from jaxdd.utils.io import check_output, format_table, write_json
@@ -145,8 +145,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         dataset_name, class_names, mean, std = ds.name, list(ds.class_names), ds.mean, ds.std
     labels = np.repeat(np.arange(prior.num_classes), args.per_class)
     t0 = time.time()
-    images = generate(prior, params, jax.random.key(args.seed), labels, num_steps=args.steps,
-                      guidance_scale=args.guidance, batch_size=args.batch_size, progress=not args.no_progress)
+    images = generate(prior, params, labels, jax.random.key(args.seed), steps=args.steps, cfg_scale=args.guidance,
+                      batch_size=args.batch_size, progress=not args.no_progress)
     seconds = time.time() - t0
     images = np.asarray(to_dataset_space(prior, images, mean, std), np.float32)
     config = {"command": "jaxdd prior sample", "prior": str(args.prior), "per_class": args.per_class,
