@@ -149,12 +149,14 @@ def test_siamese_dsa_draws(setup):
     x, _ = real.sample(jax.random.key(0), 4)
     xs = x[:, :2]
     ar, as_ = m._siamese(jax.random.key(5), x, xs)
-    np.testing.assert_allclose(np.asarray(ar[:, :2]), np.asarray(as_), atol=1e-6)
+    # float32 images ~2: one rounding ~2e-7, another batch shape may reduce in another order;
+    # a different draw would differ by O(1)
+    np.testing.assert_allclose(np.asarray(ar[:, :2]), np.asarray(as_), atol=1e-5)
     assert not np.allclose(np.asarray(ar), np.asarray(x))
     # class 0's draw applied to class 1's images differs from class 1's own draw
     k0, k1 = jax.random.split(jax.random.key(5), 3)[:2]
     assert not np.allclose(np.asarray(dsa(k0, x[1], "crop_scale_rotate")), np.asarray(ar[1]))
-    np.testing.assert_allclose(np.asarray(dsa(k1, x[1], "crop_scale_rotate")), np.asarray(ar[1]), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(dsa(k1, x[1], "crop_scale_rotate")), np.asarray(ar[1]), atol=1e-5)
 
 
 def test_inner_loop_is_plain_sgd_on_the_synthetic_set(setup):

@@ -98,7 +98,8 @@ def test_memory_modes_give_the_same_gradient(setup, soft, sdc):
     assert (float(jnp.abs(ref_g[1]).max()) > 0) == soft
     for memory, every in (("remat", None), ("tesla", None), ("tesla", 2), ("tesla", "sqrt")):
         l, g = grads(memory, every)
-        np.testing.assert_allclose(l, ref_l, rtol=1e-6, err_msg=f"{memory} {every}")
+        # the modes fuse the same float32 sums differently: a few ulp of a loss ~1.3 (rtol 1e-5 ~ 80 ulp)
+        np.testing.assert_allclose(l, ref_l, rtol=1e-5, err_msg=f"{memory} {every}")
         for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(ref_g)):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * float(jnp.abs(b).max()) + 1e-9,
                                        err_msg=f"{memory} {every}")
