@@ -1,7 +1,5 @@
 """The one sampler (``jaxdd.generative.sampling``), guidance terms, DAG targets and ACS."""
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
