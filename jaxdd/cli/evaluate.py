@@ -182,7 +182,8 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     if args.select != "random":
         from jaxdd.prune.coreset import coreset_sampler
 
-        sampler = coreset_sampler(args.select, args.arch, epochs=args.embed_epochs)
+        sampler = coreset_sampler(args.select, args.arch, epochs=args.embed_epochs,
+                                  feature_key=jax.random.key(args.seed))  # one feature network for every IPC
     ds = load_dataset(args.dataset, data_dir=args.data_dir, zca=args.zca)
     out = Path(args.out)
     mesh = _mesh(args.devices)
