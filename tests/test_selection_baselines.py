@@ -101,19 +101,18 @@ def test_embed_features_batches_like_one_call(tiny_dataset):
 
 def test_baseline_cli_select(tiny_npz, tmp_path):
     out = tmp_path / "b.json"
-    assert main(["baseline", "--dataset", tiny_npz, "--ipc", "2", "--select", "kcenter", "--models", "1",
+    assert main(["baseline", "--dataset", tiny_npz, "--ipc", "2,1", "--select", "kcenter", "--models", "1",
                  "--epochs", "1", "--save-sets", "--out", str(out)]) == 0
     res = json.loads(out.read_text())
     assert res["results"][0]["set"] == "kcenter IPC 2" and res["config"]["select"] == "kcenter"
     assert (tmp_path / "b_kcenter_ipc2.png").exists()
-    # the saved set is the k-Center choice on the randomly initialised ConvNet's features (embed_features'
-    # key is the sampler's: random_real_baseline's first split of fold_in(key(seed), 0))
+    # the saved sets are the k-Center choices on one randomly initialised ConvNet's features (key(seed))
     ds = load_dataset(tiny_npz)
-    saved = DistilledSet.load(tmp_path / "b_kcenter_ipc2")
-    k_sample = jax.random.split(jax.random.fold_in(jax.random.key(0), 0), 3)[0]
-    idx = select_per_class(embed_features(ds, "convnet", k_sample), ds.y_train, 2, "kcenter")
-    np.testing.assert_array_equal(saved.images, ds.x_train[idx])
-    assert saved.labels.tolist() == [0, 0, 1, 1, 2, 2] and saved.dataset == ds.name
+    feats = embed_features(ds, "convnet", jax.random.key(0))
+    for ipc in (2, 1):
+        saved = DistilledSet.load(tmp_path / f"b_kcenter_ipc{ipc}")
+        np.testing.assert_array_equal(saved.images, ds.x_train[select_per_class(feats, ds.y_train, ipc, "kcenter")])
+        assert saved.labels.tolist() == np.repeat([0, 1, 2], ipc).tolist() and saved.dataset == ds.name
     assert main(["baseline", "--dataset", tiny_npz, "--ipc", "1", "--embed-epochs", "2", "--out", str(out)]) == 1
     with pytest.raises(ValueError, match="epochs must be >= 0"):
         coreset_sampler("herding", epochs=-1)

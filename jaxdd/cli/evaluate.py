@@ -188,7 +188,8 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     if args.select != "random":
         from jaxdd.prune.coreset import coreset_sampler
 
-        sampler = coreset_sampler(args.select, args.arch, epochs=args.embed_epochs)
+        sampler = coreset_sampler(args.select, args.arch, epochs=args.embed_epochs,
+                                  feature_key=jax.random.key(args.seed))  # one feature network for every IPC
     ds = load_dataset(args.dataset, data_dir=args.data_dir, zca=args.zca)
     create_network(args.arch, num_classes=ds.num_classes, input_shape=ds.image_shape)  # valid before training
     mesh = _mesh(args.devices)

@@ -127,18 +127,26 @@ def embed_features(dataset, arch: str, key: jax.Array, *, epochs: int = 0, batch
     return np.concatenate(out).reshape(n, -1)
 
 
-def coreset_sampler(method: str, arch: str = "convnet", *, epochs: int = 0
+def coreset_sampler(method: str, arch: str = "convnet", *, epochs: int = 0, feature_key: jax.Array | None = None
                     ) -> Callable[[jax.Array, Any, int], tuple[np.ndarray, np.ndarray]]:
     """A ``sampler(key, dataset, ipc) -> (x, y)`` choosing ``ipc`` images per class of
-    ``dataset``'s training split by ``method`` (``kcenter`` / ``herding``) on :func:`embed_features`
-    (``key`` initialises the feature network); pass it as ``random_real_baseline(..., sampler=...)``."""
+    ``dataset``'s training split by ``method`` (``kcenter`` / ``herding``) on :func:`embed_features`;
+    pass it as ``random_real_baseline(..., sampler=...)``. The feature network is initialised from
+    ``feature_key`` (then the features are computed once per dataset and shared by every IPC) or,
+    without it, from each call's ``key``."""
     if method not in ("kcenter", "herding"):
         raise ValueError(f"unknown selection {method!r}; choose one of {SELECTIONS}")
     if epochs < 0:
         raise ValueError(f"epochs must be >= 0 (0: a randomly initialised feature network), got {epochs}")
+    cache: dict[str, Any] = {}
 
     def sampler(key: jax.Array, dataset, ipc: int) -> tuple[np.ndarray, np.ndarray]:
-        feats = embed_features(dataset, arch, key, epochs=epochs)
+        if feature_key is None:
+            feats = embed_features(dataset, arch, key, epochs=epochs)
+        else:
+            if cache.get("dataset") is not dataset:
+                cache.update(dataset=dataset, feats=embed_features(dataset, arch, feature_key, epochs=epochs))
+            feats = cache["feats"]
         idx = select_per_class(feats, dataset.y_train, ipc, method)
         return dataset.x_train[idx], dataset.y_train[idx]
 
