@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import time
 
-def compiled_memory_bytes(compiled) -> int | None:
-    """Arguments + outputs + temporaries of a compiled XLA program (``memory_analysis()``), or
-    None where the backend does not report it."""
-    try:
-        m = compiled.memory_analysis()
-        return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes)
-    except Exception:  # not every backend reports it
-        return None
+import jax
+import numpy as np
+
+from jaxdd.distill.base import compiled_memory_bytes  # noqa: F401  (re-exported for the scripts)
+
+
+def megabytes(nbytes: int | None) -> int | None:
+    return None if nbytes is None else round(nbytes / 2**20)
+
+
+def time_compiled(fn, args: tuple, repeats: int) -> dict:
+    """Compile ``jax.jit(fn)`` for ``args`` ahead of time (timed), run it once untimed, then
+    ``repeats`` timed calls: {"compile_s", "s_per_it" (median wall), "times", "memory_mb"}."""
+    t = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    compile_s = time.perf_counter() - t
+    jax.block_until_ready(compiled(*args))
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(compiled(*args))
+        times.append(time.perf_counter() - t)
+    return {"compile_s": round(compile_s, 2), "s_per_it": round(float(np.median(times)), 4),
+            "times": [round(v, 4) for v in times], "memory_mb": megabytes(compiled_memory_bytes(compiled))}

@@ -1,7 +1,7 @@
 """Distillation speed: iterations per second of each method's jitted update.
 
     python benchmarks/distill.py [--dataset embedded] [--methods dc,dsa,dm] [--ipc 10] [--iterations 2]
-                                 [--set batch_real=64 --set inner_loop=10] [--class-batch N] --out bench.json
+                                 [--set batch_real=64 --set inner_loop=10] [--real-chunks 0,32,64] --out bench.json
 
 For every method: build it with the authors' defaults (plus ``--set`` overrides), compile
 ``jax.jit(method.update)`` (timed separately), then run ``--iterations`` timed iterations after
@@ -31,8 +31,10 @@ def bench(name: str, net, real, ipc: int, iterations: int, overrides: dict) -> d
     t = time.time()
     compiled = jax.jit(method.update).lower(state, real).compile()
     compile_s = time.time() - t
-    state, _ = compiled(state, real)  # warm-up
+    t, c = time.time(), time.process_time()
+    state, metrics = compiled(state, real)  # warm-up (timed: the measurement when iterations == 0)
     jax.block_until_ready(state)
+    warm = (time.time() - t, time.process_time() - c)
     walls, cpus = [], []
     for _ in range(iterations):
         t, c = time.time(), time.process_time()
@@ -40,6 +42,8 @@ def bench(name: str, net, real, ipc: int, iterations: int, overrides: dict) -> d
         jax.block_until_ready(state)
         walls.append(time.time() - t)
         cpus.append(time.process_time() - c)
+    if not walls:
+        walls, cpus = [warm[0]], [warm[1]]
     cfg = method.config
     return {"method": name, "ipc": ipc, "batch_real": cfg.batch_real,
             "loops": f"{getattr(cfg, 'outer_loop', '-')}/{getattr(cfg, 'inner_loop', '-')}",
@@ -47,6 +51,35 @@ def bench(name: str, net, real, ipc: int, iterations: int, overrides: dict) -> d
             "cpu_s_per_it": round(float(np.median(cpus)), 2), "it_per_s": round(1.0 / float(np.median(walls)), 4),
             "memory_mb": (lambda b: None if b is None else round(b / 2**20))(compiled_memory_bytes(compiled)),
             "loss": float(metrics["loss"]), "config": {k: v for k, v in vars(cfg).items()}}
+
+
+def bench_real_chunks(name: str, net, real, ipc: int, rounds: int, overrides: dict, chunks) -> list[dict]:
+    """Seconds per iteration of one method with the real images through the network ``chunk`` at a
+    time (``0``: all at once), one compiled update per chunk, timed in alternating rounds (so a
+    changing machine load hits every variant alike): median and min over ``rounds``."""
+    import dataclasses
+
+    from jaxdd.distill import build_method
+
+    base = build_method(name, net, ipc=ipc, **overrides)
+    state = base.init(jax.random.key(0), real)
+    runs = {}
+    for chunk in chunks:
+        method = dataclasses.replace(base, real_chunk=chunk or 2**31 - 1)
+        t = time.time()
+        compiled = jax.jit(method.update).lower(state, real).compile()
+        compile_s = time.time() - t
+        jax.block_until_ready(compiled(state, real))  # warm-up
+        runs[chunk] = {"compiled": compiled, "compile_s": round(compile_s, 1), "times": [],
+                       "memory_mb": (lambda b: None if b is None else round(b / 2**20))(compiled_memory_bytes(compiled))}
+    for _ in range(rounds):
+        for chunk, r in runs.items():
+            t = time.time()
+            jax.block_until_ready(r["compiled"](state, real))
+            r["times"].append(time.time() - t)
+    return [{"method": name, "ipc": ipc, "real_chunk": chunk or "all", "compile_s": r["compile_s"],
+             "s_per_it": round(float(np.median(r["times"])), 3), "min_s": round(min(r["times"]), 3),
+             "memory_mb": r["memory_mb"], "load1": round(os.getloadavg()[0], 1)} for chunk, r in runs.items()]
 
 
 def main(argv=None) -> int:
@@ -62,9 +95,12 @@ def main(argv=None) -> int:
     p.add_argument("--model", default="convnet")
     p.add_argument("--methods", default="dc,dsa,dm")
     p.add_argument("--ipc", type=int, default=10)
-    p.add_argument("--iterations", type=int, default=2, help="timed iterations per method (after a warm-up)")
+    p.add_argument("--iterations", type=int, default=2,
+                   help="timed iterations per method after a warm-up (0: time the warm-up iteration itself)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="config overrides for every method (DC-only fields are skipped for DM)")
+    p.add_argument("--real-chunks", default=None, metavar="N,N,...",
+                   help="instead: time each method with these real chunks (0 = all at once), alternating rounds")
     p.add_argument("--out", default="runs/bench_distill.json")
     args = p.parse_args(argv)
 
@@ -79,11 +115,19 @@ def main(argv=None) -> int:
     for name in args.methods.split(","):
         fields = {f for f in method_spec(name).config_cls.__dataclass_fields__}
         overrides = {k: v for k, v in sets.items() if k in fields}
+        if args.real_chunks:
+            chunk_rows = bench_real_chunks(name, net, real, args.ipc, args.iterations, overrides,
+                                           [int(c) for c in args.real_chunks.split(",")])
+            rows.extend(chunk_rows)
+            print(format_table(chunk_rows), flush=True)
+            continue
         row = bench(name, net, real, args.ipc, args.iterations, overrides)
         rows.append(row)
         print(format_table([{k: v for k, v in row.items() if k != "config"}]), flush=True)
     load_after = os.getloadavg()[0]
     cols = ["method", "ipc", "batch_real", "loops", "compile_s", "s_per_it", "cpu_s_per_it", "it_per_s", "memory_mb"]
+    if args.real_chunks:
+        cols = ["method", "ipc", "real_chunk", "compile_s", "s_per_it", "min_s", "memory_mb", "load1"]
     print(format_table(rows, cols))
     print(f"load average (1 min): {load_before:.1f} before, {load_after:.1f} after; {os.cpu_count()} CPUs")
     write_json(args.out, {"benchmark": "distill", "command": " ".join(["python", "benchmarks/distill.py", *sys.argv[1:]]),

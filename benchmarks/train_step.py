@@ -46,6 +46,18 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def step_args(trainer: Trainer, m: int | None, batch: int, rng: np.random.Generator) -> tuple:
+    """Arguments of ``trainer.model_step`` for one model (``m=None``) or, with a leading model
+    axis, of its vmap over ``m`` models: fresh networks and a random batch of the network's shape."""
+    shape, c = tuple(trainer.net.input_shape), trainer.net.num_classes
+    st = trainer.init(jax.random.key(0), m or 1)
+    xb = jnp.asarray(rng.normal(size=(m or 1, batch) + shape), jnp.float32)
+    yb = jnp.asarray(rng.integers(0, c, (m or 1, batch)), jnp.int32)
+    keys, lr = jax.random.split(jax.random.key(1), m or 1), jnp.full((m or 1,), 0.01, jnp.float32)
+    args = (st.variables, st.opt_state, xb, yb, keys, lr)
+    return args if m is not None else jax.tree.map(lambda a: a[0], args)
+
+
 def _time(fn, args, steps: int, max_temp_gb: float):
     """(wall seconds, CPU seconds of this process, XLA temp buffer GB) per call of the jitted
     ``fn(*args)``: compiled ahead of time, then ``steps`` timed calls; not run (times None) when
@@ -77,16 +89,10 @@ def main(argv=None) -> int:
     plain, vmapped = jax.jit(trainer.model_step), jax.jit(jax.vmap(trainer.model_step))
     jobs = [("plain", 1)] + [("vmap", m) for m in counts]
     for kind, m in tqdm(jobs, desc="benchmark"):
-        st = trainer.init(jax.random.key(0), m)
-        xb = jnp.asarray(rng.normal(size=(m, args.batch, 28, 28, 1)), jnp.float32)
-        yb = jnp.asarray(rng.integers(0, 10, (m, args.batch)), jnp.int32)
-        keys, lr = jax.random.split(jax.random.key(1), m), jnp.full((m,), 0.01, jnp.float32)
         if kind == "plain":
-            one = (st.model_variables(0), jax.tree.map(lambda a: a[0], st.opt_state), xb[0], yb[0], keys[0], lr[0])
-            sec, cpu, temp = _time(plain, one, args.steps, args.max_temp_gb)
+            sec, cpu, temp = _time(plain, step_args(trainer, None, args.batch, rng), args.steps, args.max_temp_gb)
         else:
-            sec, cpu, temp = _time(vmapped, (st.variables, st.opt_state, xb, yb, keys, lr), args.steps,
-                                   args.max_temp_gb)
+            sec, cpu, temp = _time(vmapped, step_args(trainer, m, args.batch, rng), args.steps, args.max_temp_gb)
         row = {"mode": kind, "models": m, "temp GB": None if temp is None else round(temp, 2),
                "loadavg": round(os.getloadavg()[0], 1)}
         if sec is None:

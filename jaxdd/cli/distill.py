@@ -59,7 +59,8 @@ def register(subparsers) -> None:
     p.add_argument("--lr-img", type=float, default=None, help="image learning rate (default: the method's)")
     p.add_argument("--batch-real", type=int, default=None, help="real images per class per step (see --budget)")
     p.add_argument("--class-batch", type=int, default=None,
-                   help="classes processed together (default all; lower it to save memory)")
+                   help="classes processed together (default: chosen from XLA's memory estimate against the "
+                   "available memory, printed; setting it skips that check)")
     p.add_argument("--prior", default=None, help="ld3m: diffusion prior folder (from `jaxdd prior train`)")
     p.add_argument("--match", default=None, choices=["dm", "dc", "dsa", "mtt"],
                    help="ld3m: the matching loss computed on the generated images (default dm)")

@@ -133,6 +133,86 @@ def init_images(key: jax.Array, real: RealData, ipc: int, init: str) -> tuple[ja
     raise ValueError(f"unknown init {init!r}; choose one of {INITS}")
 
 
+# ------------------------------------------------------------------------------ memory planning
+
+#: Fraction of the available memory a method's matching step may plan to use (the rest is left
+#: for the arrays outside it, other processes and the estimate's error).
+MEMORY_FRACTION = 0.7
+
+
+class MemoryPlanError(ValueError):
+    """Even the smallest matching step does not fit the available memory."""
+
+
+def compiled_memory_bytes(compiled: Any) -> int | None:
+    """Arguments + outputs + temporaries of a compiled XLA program (``memory_analysis()``), or
+    None where the backend does not report it."""
+    try:
+        m = compiled.memory_analysis()
+        return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes)
+    except Exception:  # not every backend reports it
+        return None
+
+
+def available_memory_bytes(device: Any = None) -> int | None:
+    """Memory free for a new computation on ``device`` (default: the first device): on CPU
+    ``MemAvailable`` of ``/proc/meminfo``; on accelerators ``bytes_limit - bytes_in_use`` of
+    ``device.memory_stats()``; None where neither is reported."""
+    device = jax.devices()[0] if device is None else device
+    if device.platform == "cpu":
+        try:
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+        return None
+    stats = device.memory_stats() or {}
+    if "bytes_limit" not in stats:
+        return None
+    return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+
+
+def choose_class_batch(estimate: Callable[[int, int | None], int | None], num_classes: int, batch: int,
+                       budget: int, min_chunk: int = 8,
+                       first_chunk: int | None = None) -> tuple[int, int | None, int | None]:
+    """The matching step's (class batch, real chunk, estimated bytes) that fits ``budget`` bytes.
+
+    ``estimate(k, r)`` is the compiled memory of one matching step over ``k`` classes whose real
+    batches (``batch`` images per class) go through the network ``r`` at a time (None: all at
+    once), or None if the backend reports none. Preference: all classes with real chunk
+    ``first_chunk``; else the largest class batch that fits (interpolated linearly between the
+    estimates at ``num_classes`` and 1 classes, then checked); else one class at a time with the
+    real batch halved until it fits (down to ``min_chunk``). Raises :class:`MemoryPlanError`
+    when one class with the smallest chunk does not fit.
+    """
+    full = estimate(num_classes, first_chunk)
+    if full is None or full <= budget:
+        return num_classes, first_chunk, full
+    one = estimate(1, first_chunk) if num_classes > 1 else full
+    if one <= budget:
+        per_class = max((full - one) / max(num_classes - 1, 1), 1.0)
+        k = int(max(1, min(num_classes - 1, 1 + (budget - one) // per_class)))
+        while k > 1:
+            m = estimate(k, first_chunk)
+            if m <= budget:
+                return k, first_chunk, m
+            k = max(1, k // 2)
+        return 1, first_chunk, one
+    chunk, m = min(first_chunk or batch, batch), one
+    while chunk // 2 >= min_chunk:
+        chunk //= 2
+        m = estimate(1, chunk)
+        if m <= budget:
+            return 1, chunk, m
+    raise MemoryPlanError(
+        f"one class of the matching step needs about {m / 2**30:.2f} GiB (real batch {batch} in chunks of {chunk}) "
+        f"but only {budget / 2**30:.2f} GiB may be used ({MEMORY_FRACTION:.0%} of the available memory); free "
+        "memory, lower the real batch (--batch-real) or the IPC, or set --class-batch to force a class batch "
+        "without this check")
+
+
 # --------------------------------------------------------------------------------- the protocol
 
 class Method(Protocol):

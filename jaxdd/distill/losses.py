@@ -93,16 +93,57 @@ def cross_entropy(net: Network, params: Any, variables: Variables, x: jax.Array,
     return jnp.sum(weights * losses) / jnp.sum(weights)
 
 
-def class_gradient_match_loss(net: Network, variables: Variables, x_real: jax.Array, y_real: jax.Array,
-                              x_syn: jax.Array, y_syn: jax.Array, metric: str = "ours",
-                              real_weights: jax.Array | None = None) -> jax.Array:
-    """Gradient-matching loss of one class (DC): ``D(∇_θ ℓ(S_c), ∇_θ ℓ(T_c))``.
+def chunked_sum(fn, xs: Any, chunk: int) -> Any:
+    """``Σ_j fn(xs[j·chunk : (j+1)·chunk])`` over consecutive chunks of the leading axis (the last
+    one shorter when ``chunk`` does not divide it): a ``lax.scan`` that holds one chunk's
+    intermediates at a time."""
+    n = jax.tree.leaves(xs)[0].shape[0]
+    full = n // chunk
+    head = jax.tree.map(lambda a: a[: full * chunk].reshape((full, chunk) + a.shape[1:]), xs)
+    zero = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
+                        jax.eval_shape(fn, jax.tree.map(lambda a: a[0], head)))
+    total, _ = jax.lax.scan(lambda acc, x: (jax.tree.map(jnp.add, acc, fn(x)), None), zero, head)
+    if n % chunk:
+        total = jax.tree.map(jnp.add, total, fn(jax.tree.map(lambda a: a[full * chunk:], xs)))
+    return total
 
-    ``real_weights`` (n,) turn the real loss into a weighted mean (difficulty-weighted matching).
+
+def real_gradient(net: Network, variables: Variables, x: jax.Array, y: jax.Array,
+                  weights: jax.Array | None = None, chunk: int | None = None) -> Any:
+    """``∇_θ`` of the (weighted) mean cross-entropy of a real batch, as a constant (``stop_gradient``).
+
+    With ``chunk`` the batch goes through the network ``chunk`` images at a time and the gradient
+    is accumulated: ``Σ_j ∇_θ Σ_{i∈j} w_i ℓ_i / Σ_i w_i`` (``w = 1`` without weights), the same
+    gradient up to float summation order with the activations of one chunk in memory.
     """
     params = variables["params"]
-    g_real = jax.lax.stop_gradient(jax.grad(cross_entropy, argnums=1)(net, params, variables, x_real,
-                                                                        y_real, real_weights))
+    x = jax.lax.stop_gradient(x)
+    if chunk is None or chunk >= x.shape[0]:
+        g = jax.grad(cross_entropy, argnums=1)(net, params, variables, x, y, weights)
+    else:
+        w = jnp.ones(x.shape[:1], jnp.float32) if weights is None else weights
+
+        def part(batch):
+            xc, yc, wc = batch
+            return jax.grad(lambda p: jnp.sum(wc * per_example_loss(net.logits({**variables, "params": p}, xc),
+                                                                    yc)))(params)
+
+        total = jnp.sum(w)
+        g = jax.tree.map(lambda a: a / total, chunked_sum(part, (x, y, w), chunk))
+    return jax.lax.stop_gradient(g)
+
+
+def class_gradient_match_loss(net: Network, variables: Variables, x_real: jax.Array, y_real: jax.Array,
+                              x_syn: jax.Array, y_syn: jax.Array, metric: str = "ours",
+                              real_weights: jax.Array | None = None, real_chunk: int | None = None) -> jax.Array:
+    """Gradient-matching loss of one class (DC): ``D(∇_θ ℓ(S_c), ∇_θ ℓ(T_c))``.
+
+    ``real_weights`` (n,) turn the real loss into a weighted mean (difficulty-weighted matching);
+    ``real_chunk`` accumulates the real gradient over chunks of that many images
+    (:func:`real_gradient`).
+    """
+    params = variables["params"]
+    g_real = real_gradient(net, variables, x_real, y_real, real_weights, real_chunk)
     g_syn = jax.grad(cross_entropy, argnums=1)(net, params, variables, x_syn, y_syn)
     return gradient_distance(g_syn, g_real, metric)
 
@@ -121,12 +162,13 @@ def _check_batched(x_real: jax.Array, x_syn: jax.Array, real_weights) -> None:
 
 def gradient_match_loss(net: Network, variables: Variables, x_real: jax.Array, x_syn: jax.Array,
                         metric: str = "ours", real_weights: jax.Array | None = None,
-                        classes: jax.Array | None = None, class_batch: int | None = None) -> jax.Array:
+                        classes: jax.Array | None = None, class_batch: int | None = None,
+                        real_chunk: int | None = None) -> jax.Array:
     """Σ_c :func:`class_gradient_match_loss` for all classes at once (vmapped over classes).
 
     ``x_real`` (C, n, ...), ``x_syn`` (C, m, ...), ``real_weights`` (C, n) or None; row c has
     label ``classes[c]`` (default ``c``). ``class_batch`` vmaps that many classes at a time
-    (``lax.map``) to bound memory; None vmaps all.
+    (``lax.map``) to bound memory; None vmaps all. ``real_chunk``: see :func:`real_gradient`.
     """
     _check_metric(metric)
     _check_batched(x_real, x_syn, real_weights)
@@ -135,7 +177,7 @@ def gradient_match_loss(net: Network, variables: Variables, x_real: jax.Array, x
 
     def one(xr, xs, label, w):
         return class_gradient_match_loss(net, variables, xr, jnp.full((n,), label), xs,
-                                         jnp.full((m,), label), metric, w)
+                                         jnp.full((m,), label), metric, w, real_chunk)
 
     w = jnp.ones((c, n), jnp.float32) if real_weights is None else real_weights
     if class_batch is None or class_batch >= c:
@@ -151,17 +193,25 @@ def weighted_mean(f: jax.Array, weights: jax.Array | None) -> jax.Array:
 
 
 def distribution_match_loss(net: Network, variables: Variables, x_real: jax.Array, x_syn: jax.Array,
-                            real_weights: jax.Array | None = None, train: bool = True) -> jax.Array:
+                            real_weights: jax.Array | None = None, train: bool = True,
+                            real_chunk: int | None = None) -> jax.Array:
     """DM: ``Σ_c ‖mean_w φ(T_c) - mean φ(S_c)‖²`` on ``net.embed`` features.
 
     ``x_real`` (C, n, ...), ``x_syn`` (C, m, ...). With ``real_weights`` (C, n) the real class
     mean is ``Σ w_i φ(x_i) / Σ w_i`` (difficulty-weighted class means). All classes go through
     one ``embed`` call, as the reference does for BatchNorm networks (``train=True``: BatchNorm
-    uses the statistics of the whole real / synthetic batch).
+    uses the statistics of the whole real / synthetic batch). ``real_chunk`` embeds the real
+    images that many at a time (``lax.map``; they need no gradient): the same features with less
+    memory and, on CPU, faster convolutions; ignored for BatchNorm networks, whose statistics
+    span the whole batch.
     """
     _check_batched(x_real, x_syn, real_weights)
     c, n, m = x_real.shape[0], x_real.shape[1], x_syn.shape[1]
-    f_real = net.embed(variables, x_real.reshape(c * n, *x_real.shape[2:]), train=train)
+    flat = jax.lax.stop_gradient(x_real.reshape(c * n, *x_real.shape[2:]))
+    if real_chunk is None or real_chunk >= c * n or "batch_stats" in variables:
+        f_real = net.embed(variables, flat, train=train)
+    else:
+        f_real = jax.lax.map(lambda xi: net.embed(variables, xi[None], train=train)[0], flat, batch_size=real_chunk)
     f_syn = net.embed(variables, x_syn.reshape(c * m, *x_syn.shape[2:]), train=train)
     mu_real = jax.lax.stop_gradient(weighted_mean(f_real.reshape(c, n, -1), real_weights))
     mu_syn = weighted_mean(f_syn.reshape(c, m, -1), None)

@@ -18,9 +18,13 @@ evaluated with the network state of the matching loss on the synthetic images ex
 matching loss sees them (DSA-augmented for DSA/DM), and use per-real-example difficulty weights
 (``RealData.weights``) in the real gradient (DC/DSA) or the real class means (DM).
 
-Everything runs for all classes at once: per-class losses are vmapped (``class_batch`` bounds
-how many classes are vmapped together, to save memory); the outer and inner loops are
-``lax.scan``s, so one ``jax.jit(method.update)`` compiles the whole iteration. BatchNorm networks
+Everything runs for all classes at once: per-class losses are vmapped; the outer and inner loops
+are ``lax.scan``s, so one ``jax.jit(method.update)`` compiles the whole iteration. Memory: when
+``class_batch`` is None, the first trace of ``update`` plans the matching step from XLA's compiled
+memory estimate against the available memory (:meth:`_ImageMethod.memory_plan`, printed): how
+many classes are vmapped together (``lax.map`` over class batches) and how many real images go
+through the network per call (the real gradient / features accumulated over chunks); a set
+``class_batch`` skips the plan. The plan changes the summation order only, not the result. BatchNorm networks
 follow the reference: before each matching step the running statistics are set by one train-mode
 pass over 16 real images per class, and matching runs in inference mode.
 """
@@ -28,6 +32,7 @@ pass over 16 real images per class, and matching runs in inference mode.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import flax.struct
@@ -38,13 +43,20 @@ from jax.sharding import Mesh
 
 from jaxdd.augment import DSAParams, default_strategy, dsa, parse_strategy
 from jaxdd.distill import losses
-from jaxdd.distill.base import INITS, RealData, init_images, register_method
+from jaxdd.distill.base import (INITS, MEMORY_FRACTION, RealData, available_memory_bytes, choose_class_batch,
+                                compiled_memory_bytes, init_images, register_method)
 from jaxdd.models import Network
 from jaxdd.train import Trainer, TrainConfig, epoch_batches
 
 # (ipc, outer_loop, inner_loop): the reference ``get_loops`` table
 DC_LOOPS = ((1, 1, 1), (10, 10, 50), (20, 20, 25), (30, 30, 20), (40, 40, 15), (50, 50, 10))
 BN_IMAGES_PER_CLASS = 16  # reference BN_size_pc
+#: Real images per network call in DM on CPU, where XLA's convolutions run faster on small
+#: batches than on the 2,560 images of IPC 10 at once (benchmarks/run_all.py, RESULTS.md).
+CPU_REAL_CHUNK = 64
+#: Below this many real images per matching step the memory plan is skipped (all classes at
+#: once): small problems fit anywhere and need no extra compilation.
+PLAN_MIN_REAL_IMAGES = 1024
 
 
 def dc_loops(ipc: int) -> tuple[int, int]:
@@ -151,6 +163,7 @@ class _ImageMethod:
     config: MatchingConfig
     mesh: Mesh | None = None
     name: str = ""
+    real_chunk: int | None = None  # real images per network call (None: the method's default, see memory_plan)
 
     def __post_init__(self):
         if self.config.dsa and self.config.dsa_strategy is None:  # record the strategy actually used
@@ -187,6 +200,43 @@ class _ImageMethod:
         keys = jax.random.split(key, x_real.shape[0])
         aug = jax.vmap(lambda k, x: dsa(k, x, self.config.dsa_strategy, DSAParams(), siamese=True))
         return aug(keys, x_real), aug(keys, x_syn)
+
+    def _default_real_chunk(self, total: int) -> int | None:
+        """First real chunk the plan tries for ``total`` real images per call (None: all at once)."""
+        return self.real_chunk
+
+    def _plan_classes(self) -> bool:
+        """Whether the matching step can process the classes in batches (DM embeds all at once)."""
+        return True
+
+    def memory_plan(self, real: RealData) -> tuple[int, int | None]:
+        """(class batch, real chunk) of the matching step for ``real``.
+
+        ``config.class_batch`` set (or a mesh): that class batch and the default chunk, no check.
+        Otherwise, for at least :data:`PLAN_MIN_REAL_IMAGES` real images per step,
+        :func:`~jaxdd.distill.base.choose_class_batch` against :data:`MEMORY_FRACTION` of
+        :func:`~jaxdd.distill.base.available_memory_bytes` with the memory that XLA's compiled
+        estimate gives for the gradient of :meth:`matching_loss` (printed once per shape); raises
+        :class:`~jaxdd.distill.base.MemoryPlanError` when one class does not fit.
+        """
+        c, n = real.num_classes, real.batch_size(self.config.batch_real)
+        total = n if self._plan_classes() else c * n
+        if self.config.class_batch is not None or self.mesh is not None or c * n < PLAN_MIN_REAL_IMAGES:
+            return min(self.config.class_batch or c, c), self._default_real_chunk(total)
+        return _memory_plan(self, c, n, tuple(real.image_shape), real.weights is not None)
+
+    def _estimate_bytes(self, k: int, n: int, chunk: int | None, shape: tuple, weighted: bool) -> int | None:
+        """XLA's compiled memory of ``grad(matching_loss)`` for ``k`` classes of ``n`` real images."""
+        sds = jax.ShapeDtypeStruct
+        m = k * self.config.ipc
+        args = (sds((m,) + shape, jnp.float32), sds((m,), jnp.int32), jax.eval_shape(self.network.init, jax.random.key(0)),
+                sds((k, n) + shape, jnp.float32), sds((k, n), jnp.float32) if weighted else None,
+                jax.eval_shape(lambda: jax.random.key(0)))
+
+        def step(images, labels, variables, x_real, w, key):
+            return jax.grad(lambda im: self.matching_loss(im, labels, variables, x_real, w, key, (k, chunk))[0])(images)
+
+        return compiled_memory_bytes(jax.jit(step).lower(*args).compile())
 
     def _with_sdc(self, match: jax.Array, variables, x_syn: jax.Array, labels: jax.Array):
         """``match + λ·SDC`` and the metrics; ``x_syn`` (C, m, ...) as the matching loss saw it."""
@@ -249,17 +299,20 @@ class GradientMatching(_ImageMethod):
         return variables
 
     def matching_loss(self, images: jax.Array, labels: jax.Array, variables, x_real: jax.Array,
-                      real_weights: jax.Array | None, key: jax.Array):
-        """Σ_c D(∇ℓ(S_c), ∇ℓ(T_c)) (+ λ·SDC) for all classes; returns (loss, metrics)."""
+                      real_weights: jax.Array | None, key: jax.Array, plan: tuple | None = None):
+        """Σ_c D(∇ℓ(S_c), ∇ℓ(T_c)) (+ λ·SDC) for all classes; returns (loss, metrics).
+        ``plan`` = (class batch, real chunk) (default: ``config.class_batch``, no chunking)."""
         c = x_real.shape[0]
+        class_batch, real_chunk = plan or (self.config.class_batch, None)
         x_syn = images.reshape((c, -1) + images.shape[1:])
         x_real, x_syn = self._siamese(key, x_real, x_syn)
         match = losses.gradient_match_loss(self.network, variables, x_real, x_syn, self.config.metric,
-                                           real_weights, class_batch=self.config.class_batch)
+                                           real_weights, class_batch=class_batch, real_chunk=real_chunk)
         return self._with_sdc(match, variables, x_syn, labels)
 
     def update(self, state: ImageState, real: RealData) -> tuple[ImageState, dict[str, jax.Array]]:
         cfg = self.config
+        plan = self.memory_plan(real)
         key, k_net, k_loop = jax.random.split(state.key, 3)
         variables = self.network.init(k_net)
 
@@ -270,7 +323,7 @@ class GradientMatching(_ImageMethod):
             x_real, w = self._real_batch(k_real, real)
             variables = self.set_batch_stats(variables, x_real)
             grads, metrics = jax.grad(self.matching_loss, has_aux=True)(images, state.labels, variables, x_real, w,
-                                                                         k_aug)
+                                                                         k_aug, plan)
             images, opt_state = self._step_images(images, opt_state, grads)
             if cfg.inner_loop > 0 and cfg.outer_loop > 1:
                 variables = jax.lax.cond(ol < cfg.outer_loop - 1,
@@ -291,22 +344,58 @@ class DistributionMatching(_ImageMethod):
 
     config: DMConfig = DMConfig()
 
+    def _default_real_chunk(self, total: int) -> int | None:
+        if self.real_chunk is not None:
+            return self.real_chunk
+        return CPU_REAL_CHUNK if jax.default_backend() == "cpu" else None
+
+    def _plan_classes(self) -> bool:
+        return False
+
     def matching_loss(self, images: jax.Array, labels: jax.Array, variables, x_real: jax.Array,
-                      real_weights: jax.Array | None, key: jax.Array):
+                      real_weights: jax.Array | None, key: jax.Array, plan: tuple | None = None):
+        """Σ_c ‖mean φ(T_c) − mean φ(S_c)‖² (+ λ·SDC); returns (loss, metrics). ``plan`` =
+        (class batch, real chunk): the real images are embedded ``real chunk`` at a time."""
         c = x_real.shape[0]
         x_syn = images.reshape((c, -1) + images.shape[1:])
         x_real, x_syn = self._siamese(key, x_real, x_syn)
-        match = losses.distribution_match_loss(self.network, variables, x_real, x_syn, real_weights, train=True)
+        match = losses.distribution_match_loss(self.network, variables, x_real, x_syn, real_weights, train=True,
+                                               real_chunk=(plan or (None, None))[1])
         return self._with_sdc(match, variables, x_syn, labels)
 
     def update(self, state: ImageState, real: RealData) -> tuple[ImageState, dict[str, jax.Array]]:
+        plan = self.memory_plan(real)
         key, k_net, k_real, k_aug = jax.random.split(state.key, 4)
         variables = self.network.init(k_net)
         x_real, w = self._real_batch(k_real, real)
         grads, metrics = jax.grad(self.matching_loss, has_aux=True)(state.images, state.labels, variables, x_real,
-                                                                     w, k_aug)
+                                                                     w, k_aug, plan)
         images, opt_state = self._step_images(state.images, state.opt_state, grads)
         return state.replace(images=images, opt_state=opt_state, key=key, step=state.step + 1), metrics
+
+
+@functools.lru_cache(maxsize=16)
+def _memory_plan(method: _ImageMethod, c: int, n: int, shape: tuple, weighted: bool) -> tuple[int, int | None]:
+    """:meth:`_ImageMethod.memory_plan`, computed once per method and shape (it compiles)."""
+    classes = method._plan_classes()
+    total = n if classes else c * n
+    first = method._default_real_chunk(total)
+    avail = available_memory_bytes()
+    if avail is None:
+        print(f"{method.name}: the backend reports no free memory; all {c} classes at once, real chunk {first}")
+        return c, first
+
+    def estimate(k, chunk):
+        return method._estimate_bytes(k if classes else c, n, chunk, shape, weighted)
+
+    k, chunk, used = choose_class_batch(estimate, c if classes else 1, total, int(MEMORY_FRACTION * avail),
+                                        first_chunk=first)
+    k = k if classes else c
+    real = "all at once" if chunk is None or chunk >= total else f"{chunk} at a time"
+    est = "no estimate" if used is None else f"XLA estimate {used / 2**30:.2f} GiB"
+    print(f"{method.name}: {k} of {c} classes per call, real images {real} ({est}, "
+          f"{avail / 2**30:.1f} GiB available; --class-batch overrides)", flush=True)
+    return k, chunk
 
 
 @register_method("dc", DCConfig, "gradient matching, Zhao et al. ICLR 2021")
