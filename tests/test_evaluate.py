@@ -40,8 +40,8 @@ def real_set(ds, ipc):
 # ------------------------------------------------------------------------------------ presets
 def test_presets_follow_the_spec(sep, tiny_dataset):
     dc = get_preset("dc").train_config(sep)
-    assert (dc.lr, dc.momentum, dc.weight_decay, dc.batch_size, dc.epochs, dc.lr_decay_at_half, dc.augment,
-            dc.soft_labels) == (0.01, 0.9, 5e-4, 256, 300, True, None, False)
+    assert (dc.lr, dc.momentum, dc.weight_decay, dc.batch_size, dc.epochs, dc.schedule, dc.augment,
+            dc.soft_labels) == (0.01, 0.9, 5e-4, 256, 300, "reference", None, False)
     dsa = get_preset("dsa").train_config(tiny_dataset)
     assert get_preset("dsa").name == get_preset("dm").name == "dc-dsa"
     assert (dsa.epochs, dsa.augment, dsa.lr) == (1000, DEFAULT_STRATEGY, 0.01)  # RGB: flip kept

@@ -40,7 +40,7 @@ from jaxdd.augment import DSAParams, default_strategy, dsa, parse_strategy
 from jaxdd.distill import losses
 from jaxdd.distill.base import INITS, RealData, init_images, register_method
 from jaxdd.models import Network
-from jaxdd.train import Trainer, TrainConfig, epoch_batches
+from jaxdd.train import Trainer, TrainConfig, epoch_batches, epoch_tail
 
 # (ipc, outer_loop, inner_loop): the reference ``get_loops`` table
 DC_LOOPS = ((1, 1, 1), (10, 10, 50), (20, 20, 25), (30, 30, 20), (40, 40, 15), (50, 50, 10))
@@ -215,26 +215,31 @@ class GradientMatching(_ImageMethod):
         cfg = self.config
         return Trainer(self.network, TrainConfig(
             lr=cfg.lr_net, momentum=0.0, weight_decay=0.0, batch_size=cfg.batch_train, epochs=max(cfg.inner_loop, 1),
-            lr_decay_at_half=False, augment=cfg.dsa_strategy if cfg.dsa else None))
+            schedule="constant", augment=cfg.dsa_strategy if cfg.dsa else None))
 
     def train_network(self, variables, images: jax.Array, labels: jax.Array, key: jax.Array):
         """``inner_loop`` epochs of SGD (lr_net, no momentum) on the synthetic set (reference
-        ``epoch('train', ...)``); epoch e uses ``split(key, inner_loop)[e]`` for its order and
-        per-sample DSA. Minibatches follow ``jaxdd.train.epoch_batches`` (last batch wrapped)."""
+        ``epoch('train', ...)`` over a shuffling ``DataLoader``); epoch e uses ``split(key,
+        inner_loop)[e]`` for its order and per-sample DSA. Minibatches follow
+        ``jaxdd.train.epoch_batches`` and ``epoch_tail`` (a shorter last batch, as the reference)."""
         trainer = self._trainer()
         n = images.shape[0]
         b, steps = trainer.batch_layout(n)
         lr = jnp.float32(self.config.lr_net)
 
+        def step(carry, inp):
+            idx, k_step = inp
+            v, buf, _ = trainer.model_step(*carry, images[idx], labels[idx], k_step, lr)
+            return (v, buf), None
+
         def epoch(carry, k):
             k_perm, k_aug = jax.random.split(k)
-
-            def step(carry, inp):
-                idx, k_step = inp
-                v, buf, _ = trainer.model_step(*carry, images[idx], labels[idx], k_step, lr)
-                return (v, buf), None
-
-            return jax.lax.scan(step, carry, (epoch_batches(k_perm, n, b), jax.random.split(k_aug, steps)))[0], None
+            aug = jax.random.split(k_aug, steps)
+            full = epoch_batches(k_perm, n, b, "short")
+            carry = jax.lax.scan(step, carry, (full, aug[: full.shape[0]]))[0]
+            if trainer.tail_size(n):
+                carry = step(carry, (epoch_tail(k_perm, n, b), aug[-1]))[0]
+            return carry, None
 
         buf = jax.tree.map(jnp.zeros_like, variables["params"])
         (variables, _), _ = jax.lax.scan(epoch, (variables, buf), jax.random.split(key, self.config.inner_loop))

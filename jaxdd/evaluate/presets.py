@@ -61,7 +61,7 @@ def dsa_strategy(dataset) -> str:
     return NO_FLIP_STRATEGY if NO_FLIP_STRATEGY in votes else DEFAULT_STRATEGY
 
 
-_DC = TrainConfig(lr=0.01, momentum=0.9, weight_decay=5e-4, batch_size=256, epochs=300, lr_decay_at_half=True)
+_DC = TrainConfig(lr=0.01, momentum=0.9, weight_decay=5e-4, batch_size=256, epochs=300, schedule="reference")
 _DSA = dataclasses.replace(_DC, epochs=1000)
 
 PRESETS: dict[str, Preset] = {

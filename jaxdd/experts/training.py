@@ -62,7 +62,7 @@ class ExpertConfig:
 
     def train_config(self, channels: int) -> TrainConfig:
         return TrainConfig(lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay,
-                           batch_size=self.batch_size, epochs=self.epochs, lr_decay_at_half=False,
+                           batch_size=self.batch_size, epochs=self.epochs, schedule="constant",
                            augment=self.strategy(channels))
 
 
