@@ -127,3 +127,55 @@ def test_flip_dropped_for_digit_datasets_only():
     assert build_method("dm", net, dataset="fashion_mnist").config.dsa_strategy == DEFAULT_STRATEGY
     assert build_method("dsa", net, dataset="mnist", dsa_strategy="crop").config.dsa_strategy == "crop"
     assert build_method("dc", net, dataset="mnist").config.dsa_strategy is None  # no DSA: nothing recorded
+
+
+# ------------------------------------------------------------------------- LayerNorm ConvNet
+def _distance_wb(gwr, gws):
+    """The reference ``distance_wb`` (DatasetCondensation utils.py) on PyTorch-layout arrays."""
+    shape = gwr.shape
+    if len(shape) == 4:  # conv, out*in*h*w
+        gwr, gws = gwr.reshape(shape[0], -1), gws.reshape(shape[0], -1)
+    elif len(shape) == 3:  # layernorm, C*h*w
+        gwr, gws = gwr.reshape(shape[0], -1), gws.reshape(shape[0], -1)
+    elif len(shape) == 1:  # batchnorm/instancenorm, C; groupnorm x, bias
+        return 0.0
+    return np.sum(1 - np.sum(gwr * gws, -1) / (np.linalg.norm(gwr, axis=-1) * np.linalg.norm(gws, axis=-1) + 1e-6))
+
+
+def _torch_layout(a):
+    """jaxdd (NHWC) parameter -> the reference's layout: conv HWIO -> OIHW, dense IO -> OI, layernorm
+    affine (H, W, C) -> (C, H, W)."""
+    a = np.asarray(a, np.float64)
+    return {4: lambda: a.transpose(3, 2, 0, 1), 3: lambda: a.transpose(2, 0, 1), 2: lambda: a.T}.get(a.ndim, lambda: a)()
+
+
+def test_layernorm_convnet_affine_and_dc_distance_follow_the_reference():
+    """convnet-ln: nn.LayerNorm([C, H, W], elementwise_affine=True) -> an (H, W, C) affine per block,
+    and the DC distance (match_loss 'ours') includes it (3-D rows per channel) like the reference."""
+    from jaxdd.distill.losses import gradient_distance
+    from jaxdd.models import create_network
+
+    net = create_network("convnet-d2-w4-ln", num_classes=3, input_shape=(8, 8, 1))
+    v = net.init(jax.random.key(0))
+    assert v["params"]["norms_0"]["norm"]["scale"].shape == (8, 8, 4)
+    assert v["params"]["norms_1"]["norm"]["bias"].shape == (4, 4, 4)
+    # normalisation over (H, W, C) of each sample: a constant-per-sample input shift changes nothing
+    x = jax.random.normal(jax.random.key(1), (2, 8, 8, 1))
+    feats = lambda xx: net.module.apply(v, xx, method=lambda m, xx: m.norms[0](m.convs[0](xx)))  # noqa: E731
+    y = np.asarray(feats(x), np.float64)
+    h = np.asarray(net.module.apply(v, x, method=lambda m, xx: m.convs[0](xx)), np.float64)
+    p = v["params"]["norms_0"]["norm"]
+    mu, var = h.mean((1, 2, 3), keepdims=True), h.var((1, 2, 3), keepdims=True)
+    # float32 normalisation of O(1) values: errors ~1e-6
+    np.testing.assert_allclose(y, (h - mu) / np.sqrt(var + 1e-5) * np.asarray(p["scale"]) + np.asarray(p["bias"]),
+                               rtol=1e-4, atol=1e-5)
+    # the DC distance against the reference distance_wb on two random gradient pytrees
+    r = np.random.default_rng(2)
+    g1 = jax.tree.map(lambda a: jnp.asarray(r.normal(size=a.shape), jnp.float32), v["params"])
+    g2 = jax.tree.map(lambda a: jnp.asarray(r.normal(size=a.shape), jnp.float32), v["params"])
+    pairs = list(zip(jax.tree.leaves(g1), jax.tree.leaves(g2)))
+    expected = sum(_distance_wb(_torch_layout(b), _torch_layout(a)) for a, b in pairs)
+    ln_part = sum(_distance_wb(_torch_layout(b), _torch_layout(a)) for a, b in pairs if np.ndim(a) == 3)
+    assert ln_part > 1.0  # the layernorm affine contributes (it was skipped as 1-D before)
+    # sums of ~30 float32 cosines of O(1): error ~1e-5
+    np.testing.assert_allclose(float(gradient_distance(g1, g2)), expected, rtol=1e-5, atol=1e-4)

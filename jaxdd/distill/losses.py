@@ -50,8 +50,10 @@ def _channel_rows(g: jax.Array) -> jax.Array:
 def layer_distance(g_syn: jax.Array, g_real: jax.Array) -> jax.Array:
     """Σ over output channels of ``1 - cos(g_syn[o], g_real[o])`` for one parameter tensor.
 
-    Rows are the flattened per-output-channel gradients; 1-D tensors (biases, norm scales)
-    contribute 0, exactly as ``distance_wb`` in the DC reference code.
+    Rows are the flattened per-output-channel (last-axis) gradients, as ``distance_wb`` in the DC
+    reference code: conv kernels (HWIO) and dense kernels (IO) give one row per output, a LayerNorm
+    affine over a feature map ((H, W, C), the reference's (C, H, W)) one row of H·W per channel;
+    1-D tensors (biases, per-channel norm scales) contribute 0.
     """
     if g_real.ndim <= 1:
         return jnp.zeros((), jnp.float32)
