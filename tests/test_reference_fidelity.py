@@ -179,3 +179,22 @@ def test_layernorm_convnet_affine_and_dc_distance_follow_the_reference():
     assert ln_part > 1.0  # the layernorm affine contributes (it was skipped as 1-D before)
     # sums of ~30 float32 cosines of O(1): error ~1e-5
     np.testing.assert_allclose(float(gradient_distance(g1, g2)), expected, rtol=1e-5, atol=1e-4)
+
+
+# -------------------------------------------------------------------------------------- DATM
+def test_datm_soft_labels_average_the_correct_experts():
+    """DATM.py: ``correct_logits = logits * mask``, summed over experts and divided by the number of
+    correct experts per image; three experts, two images, hand-computed."""
+    from jaxdd.distill.datm import DATMConfig, average_correct_logits
+
+    logits = np.array([[[2.0, 0.0, 1.0], [0.0, 1.0, 3.0]],    # expert 0: image 0 -> class 0, image 1 -> 2
+                       [[0.0, 5.0, 1.0], [1.0, 4.0, 0.0]],    # expert 1: image 0 -> 1,       image 1 -> 1
+                       [[4.0, 1.0, 0.0], [2.0, 0.0, 6.0]]])   # expert 2: image 0 -> 0,       image 1 -> 2
+    labels = np.array([0, 1])
+    got = average_correct_logits(logits, labels)
+    np.testing.assert_allclose(got[0], [(2 + 4) / 2, (0 + 1) / 2, (1 + 0) / 2])  # experts 0 and 2
+    np.testing.assert_allclose(got[1], [1.0, 4.0, 0.0])  # expert 1 only
+    none_right = average_correct_logits(logits, np.array([2, 0]))[0]  # image 0 as class 2: nobody is right
+    np.testing.assert_allclose(none_right, logits[:, 0].mean(0))
+    # DATM configs: threshold 1.0 (1.1 for CIFAR-10 IPC 1); update only when loss <= threshold
+    assert DATMConfig().skip_threshold == 1.0
