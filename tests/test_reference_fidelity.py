@@ -198,3 +198,110 @@ def test_datm_soft_labels_average_the_correct_experts():
     np.testing.assert_allclose(none_right, logits[:, 0].mean(0))
     # DATM configs: threshold 1.0 (1.1 for CIFAR-10 IPC 1); update only when loss <= threshold
     assert DATMConfig().skip_threshold == 1.0
+
+
+# ----------------------------------------------------------------------------- SDC with BatchNorm
+def _bn_convnet_logits(params, x, stats=None):
+    """convnet-d1-bn by hand: conv3x3 (pad 1) -> BatchNorm -> ReLU -> avgpool 2 -> dense. BatchNorm
+    uses ``stats`` = (mean, var) if given, else the batch statistics of this call (biased var)."""
+    p = params
+    h = jax.lax.conv_general_dilated(x, p["convs_0"]["kernel"], (1, 1), ((1, 1), (1, 1)),
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC")) + p["convs_0"]["bias"]
+    mean, var = (h.mean((0, 1, 2)), h.var((0, 1, 2))) if stats is None else stats
+    h = (h - mean) / jnp.sqrt(var + 1e-5) * p["norms_0"]["norm"]["scale"] + p["norms_0"]["norm"]["bias"]
+    h = jnp.maximum(h, 0)
+    n, hh, ww, c = h.shape
+    h = h.reshape(n, hh // 2, 2, ww // 2, 2, c).mean((2, 4)).reshape(n, -1)
+    return h @ p["classifier"]["kernel"] + p["classifier"]["bias"]
+
+
+def _ce(logits, y):
+    return -jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], 1)[:, 0]
+
+
+def _flat_norm(tree):
+    return jnp.sqrt(sum(jnp.sum(jnp.square(a)) for a in jax.tree.leaves(tree)))
+
+
+def _manual_sdc(params, x, y, mode):
+    """SDC with the batch's own statistics, by hand: ``mean`` = mean_i of per-example gradient
+    norms (vmap(grad)) at the batch statistics held fixed; ``batch`` = norm of the train-mode
+    gradient of the mean loss (statistics recomputed from the parameters)."""
+    if mode == "batch":
+        return _flat_norm(jax.grad(lambda p: jnp.mean(_ce(_bn_convnet_logits(p, x), y)))(params))
+    h = jax.lax.conv_general_dilated(x, params["convs_0"]["kernel"], (1, 1), ((1, 1), (1, 1)),
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC")) + params["convs_0"]["bias"]
+    stats = (h.mean((0, 1, 2)), h.var((0, 1, 2)))
+    one = lambda p, xi, yi: _ce(_bn_convnet_logits(p, xi[None], stats), yi[None])[0]  # noqa: E731
+    grads = jax.vmap(jax.grad(one), in_axes=(None, 0, 0))(params, x, y)
+    return jnp.mean(jnp.sqrt(sum(jnp.sum(jnp.square(g.reshape(len(x), -1)), 1) for g in jax.tree.leaves(grads))))
+
+
+@pytest.fixture(scope="module")
+def bn_setup():
+    from jaxdd.models import create_network
+
+    net = create_network("convnet-d1-w4-bn", num_classes=3, input_shape=(8, 8, 1))
+    v = net.init(jax.random.key(0))
+    # trained-looking running statistics far from the batch's: the penalty must not read them
+    v = {**v, "batch_stats": jax.tree.map(lambda a: a + 3.0, v["batch_stats"])}
+    x = jax.random.normal(jax.random.key(1), (6, 8, 8, 1))
+    y = jnp.array([0, 1, 2, 0, 1, 2])
+    return net, v, x, y
+
+
+@pytest.mark.parametrize("mode", ["mean", "batch"])
+def test_sdc_with_batchnorm_uses_the_batch_statistics(bn_setup, mode):
+    from jaxdd.distill.losses import sdc_penalty
+
+    net, v, x, y = bn_setup
+    got = sdc_penalty(net, v, x, y, mode, train=True)
+    want = _manual_sdc(v["params"], x, y, mode)
+    # float32 sums over ~200 parameters of O(1) gradients: relative error ~1e-6
+    np.testing.assert_allclose(float(got), float(want), rtol=1e-4)
+    # the gradient w.r.t. the images (SDC trains them) too, through the batch statistics
+    g_got = jax.grad(lambda xx: sdc_penalty(net, v, xx, y, mode, train=True))(x)
+    g_want = jax.grad(lambda xx: _manual_sdc(v["params"], xx, y, mode))(x)
+    np.testing.assert_allclose(np.asarray(g_got), np.asarray(g_want), rtol=1e-3, atol=1e-5 * float(jnp.abs(g_want).max()))
+    # inference mode with the (shifted) running statistics is a different network state
+    assert abs(float(sdc_penalty(net, v, x, y, mode, train=False)) - float(want)) > 1e-2 * float(want)
+
+
+def test_trajectory_and_dm_sdc_use_the_matching_network_state(bn_setup):
+    """MTT/DATM: the penalty of the student's first step equals the batch-statistics penalty at the
+    start parameters (zero-filled running statistics are never read); DM: the penalty equals it on
+    the synthetic batch of all classes with the fresh network, as DM's train-mode embedding."""
+    from jaxdd.distill import build_method
+    from jaxdd.distill.trajectory import trajectory_loss
+
+    net, v, x, y = bn_setup
+    target = jax.tree.map(lambda a: a * 0.9, v["params"])
+    _, aux = trajectory_loss(net, x, y, 0.01, v["params"], target, jax.random.key(2), syn_steps=1, sdc=1.0)
+    np.testing.assert_allclose(float(aux["sdc"]), float(_manual_sdc(v["params"], x, y, "mean")), rtol=1e-4)
+    m = build_method("dm", net, ipc=2, dsa=False, sdc=1.0)
+    fresh = net.init(jax.random.key(5))
+    images, labels = x, jnp.repeat(jnp.arange(3), 2)
+    x_real = jax.random.normal(jax.random.key(6), (3, 4, 8, 8, 1))
+    _, metrics = m.matching_loss(images, labels, fresh, x_real, None, jax.random.key(7))
+    np.testing.assert_allclose(float(metrics["sdc"]), float(_manual_sdc(fresh["params"], images, labels, "mean")),
+                               rtol=1e-4)
+
+
+# ------------------------------------------------------------------------------------ SDC speed
+def test_fast_per_example_norms_have_the_exact_image_gradient():
+    """SDC uses jaxdd.difficulty.grad_norms; its gradient w.r.t. the images equals that of the
+    vmap(grad) reference, in float64 (so agreement is to ~1e-12, not float32 noise)."""
+    from jaxdd.difficulty import grand_reference
+    from jaxdd.distill.losses import per_example_grad_norms
+    from jaxdd.models import create_network
+
+    with jax.enable_x64(True):
+        for name in ("convnet-d2-w4", "convnet-d1-w4-ln"):
+            net = create_network(name, num_classes=3, input_shape=(8, 8, 2))
+            v = jax.tree.map(lambda a: a.astype(jnp.float64), net.init(jax.random.key(0)))
+            x = jax.random.normal(jax.random.key(1), (5, 8, 8, 2), jnp.float64)
+            y = jnp.array([0, 1, 2, 0, 1])
+            fast = jax.grad(lambda xx: jnp.mean(per_example_grad_norms(net, v, xx, y)))(x)
+            slow = jax.grad(lambda xx: jnp.mean(grand_reference(net, v, xx, y)))(x)
+            assert fast.dtype == jnp.float64
+            np.testing.assert_allclose(np.asarray(fast), np.asarray(slow), rtol=1e-9, atol=1e-12)

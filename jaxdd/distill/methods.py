@@ -15,7 +15,9 @@
 
 All three optionally add SDC, ``λ · penalty`` with :func:`~jaxdd.distill.losses.sdc_penalty`
 evaluated with the network state of the matching loss on the synthetic images exactly as the
-matching loss sees them (DSA-augmented for DSA/DM), and use per-real-example difficulty weights
+matching loss sees them (DSA-augmented for DSA/DM): DC/DSA in inference mode with the BatchNorm
+statistics set from real images, DM with BatchNorm normalising by the statistics of the whole
+synthetic batch (``train=True``, as DM's embedding); and use per-real-example difficulty weights
 (``RealData.weights``) in the real gradient (DC/DSA) or the real class means (DM).
 
 Everything runs for all classes at once: per-class losses are vmapped (``class_batch`` bounds
@@ -188,14 +190,15 @@ class _ImageMethod:
         aug = jax.vmap(lambda k, x: dsa(k, x, self.config.dsa_strategy, DSAParams(), siamese=True))
         return aug(keys, x_real), aug(keys, x_syn)
 
-    def _with_sdc(self, match: jax.Array, variables, x_syn: jax.Array, labels: jax.Array):
-        """``match + λ·SDC`` and the metrics; ``x_syn`` (C, m, ...) as the matching loss saw it."""
+    def _with_sdc(self, match: jax.Array, variables, x_syn: jax.Array, labels: jax.Array, train: bool = False):
+        """``match + λ·SDC`` and the metrics; ``x_syn`` (C, m, ...) as the matching loss saw it (one
+        batch of all classes; ``train``: BatchNorm on its batch statistics, as the matching loss)."""
         num_classes = x_syn.shape[0]
         metrics = {"loss": match / num_classes}
         if self.config.sdc > 0:
             flat = x_syn.reshape((-1,) + x_syn.shape[2:])
             pen = losses.sdc_penalty(self.network, variables, flat, labels, self.config.sdc_mode,
-                                     self.config.sdc_squared)
+                                     self.config.sdc_squared, train=train)
             metrics["sdc"] = pen
             return match + self.config.sdc * pen, metrics
         return match, metrics
@@ -302,7 +305,7 @@ class DistributionMatching(_ImageMethod):
         x_syn = images.reshape((c, -1) + images.shape[1:])
         x_real, x_syn = self._siamese(key, x_real, x_syn)
         match = losses.distribution_match_loss(self.network, variables, x_real, x_syn, real_weights, train=True)
-        return self._with_sdc(match, variables, x_syn, labels)
+        return self._with_sdc(match, variables, x_syn, labels, train=True)
 
     def update(self, state: ImageState, real: RealData) -> tuple[ImageState, dict[str, jax.Array]]:
         key, k_net, k_real, k_aug = jax.random.split(state.key, 4)
