@@ -27,12 +27,15 @@ coordinate to an input coordinate (PyTorch ``affine_grid`` convention) and the i
 bilinearly with zero padding (``grid_sample(padding_mode="zeros")``), with ``align_corners=True``
 as in the reference: normalised -1 and +1 are the centres of the first and last pixels.
 
-Choices that differ from the reference: the op choice comes from one subkey and the parameters
-from independent uniforms of another (integers as ``low + floor(u (high - low))``). The reference
-re-seeds its generator with the same seed before each draw in siamese mode, so there ``sx == sy``,
-``dy == dx``, both cutout offsets coincide and brightness, saturation and contrast share one ``u``;
-its per-sample mode draws them independently, as done here in both modes. Images are augmented in
-whatever space they are given (normalised, as in the reference).
+Random draws: the reference (``set_seed_DiffAug``) re-seeds its generator before every draw in
+siamese mode with consecutive seeds (``seed``, ``seed + 1``, ...: the op choice, then each parameter),
+so ``sx`` and ``sy``, ``dx`` and ``dy``, the two cutout offsets and the brightness, saturation and
+contrast factors are distinct draws, and every image of the batch takes the first image's
+parameters; the per-sample mode draws without re-seeding. Here the op choice comes from one subkey
+and the parameters from independent uniforms of another (integers as ``low + floor(u (high -
+low))``): the same distributions, one draw for the batch (siamese) or one per image. The reference
+and this code therefore give the same augmentation distribution but not the same random numbers.
+Images are augmented in whatever space they are given (normalised, as in the reference).
 """
 
 from __future__ import annotations

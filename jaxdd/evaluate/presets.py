@@ -66,8 +66,10 @@ _DC = TrainConfig(lr=0.01, momentum=0.9, weight_decay=5e-4, batch_size=256, epoc
 _DSA = dataclasses.replace(_DC, epochs=1000)
 
 PRESETS: dict[str, Preset] = {
-    "dc": Preset("dc", _DC, description="SGD lr 0.01, mom 0.9, wd 5e-4, batch 256, 300 epochs, no augmentation"),
-    "dc-dsa": Preset("dc-dsa", _DSA, dsa=True, description="as dc, 1000 epochs, DSA augmentation"),
+    "dc": Preset("dc", _DC, description="SGD lr 0.01, mom 0.9, wd 5e-4, batch 256, epochs 300 (+1, lr x0.1 "
+                                        "after 151), no augmentation"),
+    "dc-dsa": Preset("dc-dsa", _DSA, dsa=True,
+                     description="as dc, epochs 1000 (+1, lr x0.1 after 501), DSA augmentation"),
     "mtt": Preset("mtt", _DSA, dsa=True, lr_from_set=True,
                   description="as dc-dsa, lr = the set's learned lr"),
     "datm": Preset("datm", dataclasses.replace(_DSA, batch_size=128, soft_labels=True), dsa=True, lr_from_set=True,

@@ -78,7 +78,8 @@ def convnet_variables_from_torch(state_dict: Mapping[str, Any], *,
     """jaxdd ConvNet variables holding the weights of a DC reference ``ConvNet.state_dict()``.
 
     ``state_dict`` values may be numpy arrays or torch tensors. A 3-D norm weight is the reference
-    ``layernorm`` (``nn.LayerNorm([C, H, W])``). A ``GroupNorm`` is read as instance norm (the reference ``instancenorm`` is ``GroupNorm(C, C)``; other group counts cannot be told
+    ``layernorm`` (``nn.LayerNorm([C, H, W])``). A ``GroupNorm`` is read as instance norm (the
+    reference ``instancenorm`` is ``GroupNorm(C, C)``; other group counts cannot be told
     apart from the weights and are not supported). ``input_shape`` (H, W, C) fixes the final feature
     map size used to permute the classifier; without it the map is assumed square. BatchNorm running
     statistics are copied as they are (exact for inference; note PyTorch keeps the unbiased running
