@@ -128,14 +128,14 @@ def test_ensemble_runner_averages_models_and_epochs(small):
     from jaxdd.train import TrainConfig, Trainer, fit
 
     net, x, y = small
-    cfg = TrainConfig(batch_size=7, lr_decay_at_half=False)
+    cfg = TrainConfig(batch_size=7, schedule="constant")
     res = D.ensemble_scores(net, x, y, jax.random.key(3), score="el2n", num_models=2, epochs=2,
                             score_epochs=[0, 2], train_config=cfg, batch_size=8, progress=False)
     assert res.raw.shape == (2, 2, 21) and res.epochs == (0, 2) and res.train_acc.shape == (2, 2)
     np.testing.assert_allclose(res.scores, res.raw.mean((0, 1)), rtol=1e-6)
     assert res.config["num_models"] == 2 and res.config["score_epochs"] == [0, 2]
     # independent replay with the trainer's public API and the same keys
-    trainer = Trainer(net, TrainConfig(batch_size=7, lr_decay_at_half=False, epochs=2))
+    trainer = Trainer(net, TrainConfig(batch_size=7, schedule="constant", epochs=2))
     k_init, k_train = jax.random.split(jax.random.key(3))
     st0 = trainer.init(k_init, 2)
     st2, _ = fit(trainer, st0, x, y, k_train, progress=False)
@@ -149,10 +149,10 @@ def test_ensemble_forgetting_matches_replay(small):
     from jaxdd.train import TrainConfig, Trainer, fit
 
     net, x, y = small
-    cfg = TrainConfig(batch_size=7, lr=0.05, lr_decay_at_half=False)
+    cfg = TrainConfig(batch_size=7, lr=0.05, schedule="constant")
     res = D.ensemble_scores(net, x, y, jax.random.key(4), score="forgetting", num_models=2, epochs=4,
                             train_config=cfg, progress=False)
-    trainer = Trainer(net, TrainConfig(batch_size=7, lr=0.05, lr_decay_at_half=False, epochs=4))
+    trainer = Trainer(net, TrainConfig(batch_size=7, lr=0.05, schedule="constant", epochs=4))
     k_init, k_train = jax.random.split(jax.random.key(4))
     correct = []
 

@@ -41,7 +41,8 @@ def test_config_resolution_and_refusals(env, tiny_npz):
     m = build_method("mtt", net, buffer=str(buf.path), ipc=1, max_start_epoch=2)
     # unset fields come from the authors' row of the buffer's dataset (no row for 'tiny': CIFAR-10's)
     assert m.config.syn_steps == 50 and m.config.expert_epochs == 2 and m.config.lr_teacher == 0.01
-    assert "cifar10 ipc 1" in m.config.defaults_source and m.config.dsa_strategy == "color_crop_cutout_scale_rotate"
+    # grey "tiny" is no digit dataset: flip kept
+    assert "cifar10 ipc 1" in m.config.defaults_source and m.config.dsa_strategy == "color_crop_cutout_flip_scale_rotate"
     fm = build_method("mtt", net, buffer=str(buf.path), ipc=10, defaults="fashion_mnist", max_start_epoch=1)
     assert fm.config.syn_steps == 20 and "fashion_mnist ipc 10 (ours)" in fm.config.defaults_source
     with pytest.raises(ValueError, match="needs an expert buffer"):

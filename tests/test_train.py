@@ -91,10 +91,10 @@ def test_train_step_equals_hand_written_linear_update():
 
 # ------------------------------------------------------------------------------------ schedule
 def test_lr_decay_at_half():
-    cfg = TrainConfig(lr=0.5, epochs=6)
+    cfg = TrainConfig(lr=0.5, epochs=6, schedule="half")
     np.testing.assert_allclose(cfg.lr_at(0.5, jnp.arange(6)), [0.5, 0.5, 0.5, 0.05, 0.05, 0.05], rtol=1e-6)
-    np.testing.assert_allclose(TrainConfig(epochs=6, lr_decay_at_half=False).lr_at(0.5, jnp.arange(6)), [0.5] * 6)
-    np.testing.assert_allclose(TrainConfig(epochs=1).lr_at(0.5, jnp.arange(1)), [0.5])  # no decay at 1 epoch
+    np.testing.assert_allclose(TrainConfig(epochs=6, schedule="constant").lr_at(0.5, jnp.arange(6)), [0.5] * 6)
+    np.testing.assert_allclose(TrainConfig(epochs=1, schedule="half").lr_at(0.5, jnp.arange(1)), [0.5])  # no decay
     # per-model learning rates broadcast against per-model epochs
     np.testing.assert_allclose(cfg.lr_at(jnp.array([1.0, 2.0]), jnp.array([0, 3])), [1.0, 0.2], rtol=1e-6)
 
@@ -103,7 +103,7 @@ def test_decay_applied_in_training():
     """Full-batch gradient descent (no momentum/wd): epoch e moves the weights by lr_e * grad."""
     net = linear_net()
     x, y = toy_data(n=6, shape=(2, 2, 1), classes=3)
-    cfg = TrainConfig(lr=0.2, momentum=0.0, weight_decay=0.0, batch_size=6, epochs=4)
+    cfg = TrainConfig(lr=0.2, momentum=0.0, weight_decay=0.0, batch_size=6, epochs=4, schedule="half")
     tr = Trainer(net, cfg)
     state = tr.init(jax.random.key(0), 1)
     grad_fn = jax.grad(lambda p: cross_entropy(net.logits({"params": p}, jnp.asarray(x)), jnp.asarray(y)))
@@ -162,7 +162,7 @@ def test_soft_label_training_on_one_hot_equals_hard_training():
 
 
 # ------------------------------------------------------------------------------------ vmap == loop
-BN_CFG = TrainConfig(lr=0.05, batch_size=8, epochs=4)  # 20 examples: 3 steps, last batch wrapped
+BN_CFG = TrainConfig(lr=0.05, batch_size=8, epochs=4, schedule="half", last_batch="wrap")  # 20 examples: 3 steps, wrapped
 
 
 @pytest.fixture(scope="module")
@@ -286,10 +286,10 @@ def test_fit_resume_and_callback():
     seen = []
     full, _ = fit(tr, tr.init(key, 2), x, y, key, progress=False,
                   on_epoch=lambda e, st, m: seen.append((e, int(st.epoch[0]), m["acc"].shape)))
-    assert seen == [(1, 1, (2,)), (2, 2, (2,)), (3, 3, (2,)), (4, 4, (2,))]
+    assert seen == [(1, 1, (2,)), (2, 2, (2,)), (3, 3, (2,)), (4, 4, (2,)), (5, 5, (2,))]  # reference: epochs + 1
     half, _ = fit(tr, tr.init(key, 2), x, y, key, epochs=2, progress=False)
     resumed, hist = fit(tr, half, x, y, key, progress=False)
-    assert [h["epoch"] for h in hist] == [3, 4]
+    assert [h["epoch"] for h in hist] == [3, 4, 5]
     tree_close(resumed, full, rtol=1e-6, atol=1e-7)
 
 
@@ -344,11 +344,11 @@ def test_dsa_augmentation_follows_the_key_contract():
     net = linear_net(2, (8, 8, 1))
     x, y = toy_data(n=8)
     strategy = "color_crop_cutout_scale_rotate"
-    cfg = TrainConfig(lr=0.1, batch_size=4, epochs=2, augment=strategy)
+    cfg = TrainConfig(lr=0.1, batch_size=4, epochs=2, augment=strategy, schedule="half")
     keys = jax.random.split(jax.random.key(16), 2)
     tr = Trainer(net, cfg)
     state, _ = fit(tr, tr.init(keys), x, y, keys, progress=False)
-    plain, _ = fit(Trainer(net, TrainConfig(lr=0.1, batch_size=4, epochs=2)), tr.init(keys), x, y, keys,
+    plain, _ = fit(Trainer(net, TrainConfig(lr=0.1, batch_size=4, epochs=2, schedule="half")), tr.init(keys), x, y, keys,
                    progress=False)
     kernel = lambda st: st.variables["params"]["Dense_0"]["kernel"]  # noqa: E731
     assert not np.allclose(kernel(state), kernel(plain))  # augmentation changed the training

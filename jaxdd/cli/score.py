@@ -92,7 +92,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         config.update(checkpoint=str(args.checkpoint), step=args.step, checkpoint_metadata=meta)
         epochs = []
     else:
-        train = TrainConfig(lr=args.lr, batch_size=args.train_batch, lr_decay_at_half=False)
+        train = TrainConfig(lr=args.lr, batch_size=args.train_batch, schedule="constant")
         res = drivers.ensemble_scores(net, ds.x_train, ds.y_train, jax.random.key(args.seed), score=args.score,
                                       num_models=args.models, epochs=args.epochs,
                                       score_epochs=_epochs_list(args.score_epochs), train_config=train,

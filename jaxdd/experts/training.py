@@ -45,7 +45,7 @@ class ExpertConfig:
     weight_decay: float = 0.0
     batch_size: int = 256
     dsa: bool = True
-    dsa_strategy: str | None = None  # None: jaxdd.augment.default_strategy(image channels)
+    dsa_strategy: str | None = None  # None: jaxdd.augment.default_strategy(the dataset)
 
     def __post_init__(self):
         if not isinstance(self.epochs, int) or isinstance(self.epochs, bool) or self.epochs < 1:
@@ -53,23 +53,25 @@ class ExpertConfig:
         # TrainConfig validates lr, momentum, weight decay and batch size
         self.train_config(1)
 
-    def strategy(self, channels: int) -> str | None:
+    def strategy(self, dataset) -> str | None:
+        """The DSA strategy: ``dsa_strategy``, else the reference rule for ``dataset`` (a
+        ``Dataset``, a name, or a channel count: ``jaxdd.augment.default_strategy``)."""
         if not self.dsa:
             return None
         from jaxdd.augment import default_strategy, parse_strategy
 
-        s = self.dsa_strategy or default_strategy(int(channels))
+        s = self.dsa_strategy or default_strategy(dataset)
         parse_strategy(s)
         return s
 
-    def train_config(self, channels: int) -> TrainConfig:
+    def train_config(self, dataset) -> TrainConfig:
         return TrainConfig(lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay,
-                           batch_size=self.batch_size, epochs=self.epochs, lr_decay_at_half=False,
-                           augment=self.strategy(channels))
+                           batch_size=self.batch_size, epochs=self.epochs, schedule="constant",
+                           augment=self.strategy(dataset))
 
 
 def _expected_index(network: Network, dataset, config: ExpertConfig, seed: int, subset: str | None) -> dict:
-    train = dataclasses.asdict(config.train_config(dataset.image_shape[-1]))
+    train = dataclasses.asdict(config.train_config(dataset))
     return {"format": FORMAT, "version": VERSION, "network": network_record(network),
             "dataset": dataset_record(dataset), "subset": subset, "train": train, "seed": int(seed)}
 
@@ -118,7 +120,7 @@ def train_experts(dataset, network: Network, out: str | Path, num_experts: int, 
     index["num_experts_requested"] = max(num_experts, int(index.get("num_experts_requested", 0)))
     write_index(out, index)
 
-    trainer = Trainer(network, config.train_config(dataset.image_shape[-1]), mesh=mesh)
+    trainer = Trainer(network, config.train_config(dataset), mesh=mesh)
     root = jax.random.key(seed)
     x, y = dataset.x_train, dataset.y_train
     num_params = index["network"]["num_params"]
