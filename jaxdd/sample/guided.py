@@ -186,7 +186,8 @@ def difficulty_figure(weights: np.ndarray, achieved: np.ndarray, class_names, ti
     c = len(weights)
     cols = min(5, c)
     rows = -(-c // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.0 * rows), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.2 * rows), squeeze=False, sharey=True,
+                             layout="constrained")
     centres = (np.arange(weights.shape[1]) + 0.5) / weights.shape[1]
     for i, ax in enumerate(axes.ravel()):
         if i >= c:
