@@ -86,8 +86,8 @@ def test_check_output_refuses_unwritable_and_misnamed_locations(tmp_path, unwrit
     with pytest.raises(OutputError, match=r"is an existing folder, but it names an output file"):
         check_output(tmp_path)
     assert isinstance(OutputError("x"), OSError)  # still an OSError for callers that catch those
-    assert check_output(tmp_path / "new" / "run", folder=True).is_dir()  # created, as the write would
-    assert list((tmp_path / "new" / "run").iterdir()) == []  # the probe file is gone
+    assert check_output(tmp_path / "new" / "run", folder=True) == tmp_path / "new" / "run"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]  # nothing created, the probe file is gone
 
 
 def test_commands_refuse_an_unwritable_out_before_any_work(tmp_path, tiny_npz, distilled_dir, unwritable, capsys,

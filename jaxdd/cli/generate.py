@@ -67,8 +67,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from jaxdd.data import load_dataset
     from jaxdd.generative import load_prior
     from jaxdd.sample.guided import GenerateConfig, generate_set
-    from jaxdd.utils.io import format_table
+    from jaxdd.utils.io import check_output, format_table
 
+    check_output(args.out, folder=True)
     config = GenerateConfig(ipc=args.ipc, guidance=args.guidance, target=args.target,
                             curricula=args.curricula or (2 if args.guidance == "acs" else 1), scale=args.scale,
                             window=args.window, pool_factor=args.pool_factor, steps=args.steps, cfg_scale=args.cfg,

@@ -38,10 +38,10 @@ def os_error_reason(err: OSError) -> str:
 def check_output(path: str | os.PathLike, *, folder: bool = False, flag: str = "--out") -> Path:
     """Check before any work starts that ``path`` (a file, or a folder when ``folder``) can be written.
 
-    Creates the folder that will hold the output (as the write would) and a probe file in it, so a
-    read-only or missing-permission location fails here, not after hours of work (``os.access``
-    is not enough: root passes it on read-only mounts). Raises :class:`OutputError` naming
-    ``flag``, the path and the fix. Returns ``Path(path)``.
+    Writes and removes a probe file in the nearest existing folder on the way to ``path`` (creating
+    nothing else), so a read-only or missing-permission location fails here, not after hours of
+    work (``os.access`` is not enough: root passes it on read-only mounts). Raises
+    :class:`OutputError` naming ``flag``, the path and the fix. Returns ``Path(path)``.
     """
     path = Path(path).expanduser()
     if folder and path.exists() and not path.is_dir():
@@ -51,19 +51,15 @@ def check_output(path: str | os.PathLike, *, folder: bool = False, flag: str = "
         raise OutputError(f"{flag} {path} is an existing folder, but it names an output file; give a file path "
                           f"such as {path / 'results.json'}")
     target = path if folder else path.parent
-    for parent in [target, *target.parents]:
-        if parent.exists():
-            if not parent.is_dir():
-                raise OutputError(f"{flag} {path}: {parent} is a file, not a folder; choose an output location "
-                                  "outside it")
-            break
+    existing = next(p for p in [target, *target.parents] if p.exists() or p == p.parent)
+    if not existing.is_dir():
+        raise OutputError(f"{flag} {path}: {existing} is a file, not a folder; choose an output location outside it")
     try:
-        target.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".jaxdd-write-check.", dir=target)
+        fd, probe = tempfile.mkstemp(prefix=".jaxdd-write-check.", dir=existing)
         os.close(fd)
         os.unlink(probe)
     except OSError as err:
-        raise OutputError(f"{flag} {path}: cannot write to {target}: {os_error_reason(err)}") from None
+        raise OutputError(f"{flag} {path}: cannot write to {existing}: {os_error_reason(err)}") from None
     return path
 
 
