@@ -8,7 +8,8 @@ the ``vmap(grad)`` reference (``grand_reference``, what SDC used before).
 Each variant is compiled (timed separately), warmed up once, then timed over ``--iterations``
 updates (median wall and process-CPU seconds). The table gives each variant's time and its ratio
 to DM without SDC; the 1-minute load average before and after is recorded: on a shared machine
-compare the ratios of one run rather than absolute times across runs.
+compare the ratios of one run rather than absolute times across runs. A run on 2 shared CPU cores
+(load 19-22): ``benchmarks/results/sdc_overhead.json``.
 """
 
 from __future__ import annotations
