@@ -11,7 +11,6 @@ import pytest
 from jaxdd.augment import dsa
 from jaxdd.distill import RealData, build_method, dc_loops, losses, method_config
 from jaxdd.models import create_network
-from jaxdd.train import epoch_batches
 
 
 @pytest.fixture(scope="module")
@@ -260,10 +259,13 @@ def _slow_gradient_matching_iteration(method, state, real):
         if ol == cfg.outer_loop - 1:
             break
         n = x.shape[0]
+        b = min(cfg.batch_train, n)
         for ke in jax.random.split(k_train, cfg.inner_loop):  # reference epoch('train', ...)
             k_perm, k_steps = jax.random.split(ke)
-            rows = epoch_batches(k_perm, n, cfg.batch_train)
-            for idx, ks in zip(rows, jax.random.split(k_steps, rows.shape[0])):
+            # a shuffling DataLoader (drop_last=False): the permutation in batches of b, the last one shorter
+            perm = jax.random.permutation(k_perm, n)
+            rows = [perm[i:i + b] for i in range(0, n, b)]
+            for idx, ks in zip(rows, jax.random.split(k_steps, -(-n // b))):
                 xb, yb = x[idx], labels[idx]
                 if cfg.dsa:
                     xb = dsa(ks, xb, cfg.dsa_strategy, siamese=False)
