@@ -29,7 +29,7 @@ import numpy as np
 from jaxdd.data import load_dataset
 from jaxdd.generative import check_compatible, load_prior, to_dataset_space
 from jaxdd.generative.prior import num_params
-from jaxdd.generative.training import generate
+from jaxdd.generative.sampling import generate
 from jaxdd.sample.classifier import train_classifier
 from jaxdd.train import TrainConfig, predict_logits
 from jaxdd.utils.images import save_class_grid
@@ -70,7 +70,7 @@ def main() -> None:
     rows, per_class = [], {}
     for w in args.guidance:
         t0 = time.time()
-        imgs = generate(prior, params, k_sample, labels, num_steps=args.steps, guidance_scale=w, batch_size=100,
+        imgs = generate(prior, params, labels, k_sample, steps=args.steps, cfg_scale=w, batch_size=100,
                         progress=True)
         seconds = time.time() - t0
         imgs = np.asarray(to_dataset_space(prior, imgs, ds.mean, ds.std))

@@ -17,23 +17,38 @@ DC/DSA/MTT reference evaluation code)::
 Weight decay applies to every parameter (kernels, biases, norm scales), never to BatchNorm
 running statistics. The momentum buffer starts at zero (so the first step is b = d, as PyTorch).
 
-**Learning rate**: η_e = η for epochs ``e < epochs // 2`` and 0.1 η afterwards when
-``lr_decay_at_half`` (the reference decays once, at half of training; with ``epochs == 1`` there
-is no decay). The reference re-creates its optimiser at the decay, which also zeroes the momentum
-buffer; here the buffer is kept (the step size is what the schedule is about). ``lr`` given to
-``train_epoch``/``train_step``/``fit`` overrides ``config.lr`` (MTT's learned synthetic lr); it may
-be a scalar or one value per model (the lr grid trains one model per candidate in one vmap).
+**Schedule** (``TrainConfig.schedule``; η the base lr, ``E = config.epochs``):
+
+* ``"reference"`` (default): the DC/DSA/DM/MTT/DATM reference ``evaluate_synset``
+  (VICO-UoE/DatasetCondensation and GeorgeCazenavette/mtt-distillation ``utils.py``): it loops
+  ``for ep in range(Epoch + 1)`` and, right after the epoch ``ep == Epoch // 2 + 1``, multiplies
+  the lr by 0.1 and re-creates the optimiser. So ``E + 1`` epochs are trained
+  (:attr:`TrainConfig.total_epochs`), epochs ``0 … E//2 + 1`` at η and epochs from
+  ``E//2 + 2`` on (:attr:`TrainConfig.decay_epoch`) at 0.1 η with the momentum buffer zeroed at
+  the start of that epoch (301 epochs, 152 at η, for E = 300).
+* ``"half"``: ``E`` epochs, 0.1 η from epoch ``E // 2`` on (none when ``E // 2 == 0``), momentum
+  kept (jaxdd's schedule before it followed the reference; reproduces older results).
+* ``"constant"``: ``E`` epochs at η (experts, difficulty ensembles, DC's inner loop).
+
+``lr`` given to ``train_epoch``/``train_step``/``fit`` overrides ``config.lr`` (MTT's learned
+synthetic lr); it may be a scalar or one value per model (the lr grid trains one model per
+candidate in one vmap). The momentum reset happens in ``train_epoch`` (so in ``fit``), not in
+``train_step``.
 
 **Batches**: each model has its own data order and augmentation keys. The batch size is
-``min(batch_size, N)`` (distilled sets are often smaller than a batch). An epoch of N examples has
-``ceil(N / B)`` steps with ``last_batch="wrap"`` (the default: the last batch is completed with
-the first examples of the same epoch's permutation, so shapes stay static and every example is
-seen at least once) or ``floor(N / B)`` steps with ``"drop"`` (the remainder is skipped that epoch).
+``B = min(batch_size, N)`` (distilled sets are often smaller than a batch). An epoch of N examples
+is a random permutation cut into batches of B; the remainder ``r = N mod B`` is handled by
+``last_batch``: ``"short"`` (default, the reference's ``DataLoader(shuffle=True)``): a last,
+shorter batch of the r remaining examples (``ceil(N / B)`` steps, every example exactly once);
+``"wrap"``: the last batch is completed with the first examples of the same permutation (static
+shapes, some examples seen twice); ``"drop"``: the remainder is skipped that epoch. The epoch's
+reported loss/accuracy is the mean over its steps weighted by their batch sizes (as the reference).
 
 **Keys**: ``key`` is one PRNG key (split into M per-model keys) or an array of M keys (model i uses
 ``keys[i]`` only, so training model i alone with ``keys[i:i+1]`` gives the same numbers). Within an
 epoch, model key k gives ``k_perm, k_aug = split(k)``; the data order is
-``epoch_batches(k_perm, ...)`` and step s augments with ``split(k_aug, steps)[s]``. ``fit`` uses
+``epoch_batches(k_perm, ...)`` (then ``epoch_tail(k_perm, ...)`` for a short last batch) and step
+s augments with ``split(k_aug, steps)[s]``. ``fit`` uses
 ``fold_in(key, epoch)`` as the epoch key, so a resumed run repeats the uninterrupted one.
 
 **Loops**: ``Trainer(loop=...)`` says how ``train_epoch`` iterates; all compute the same steps with
@@ -62,23 +77,25 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from jaxdd.models.network import Network, Variables
 from jaxdd.utils.mesh import DATA_AXIS, replicate, shard_batch
 
-LAST_BATCH = ("wrap", "drop")
+LAST_BATCH = ("short", "wrap", "drop")
+SCHEDULES = ("reference", "half", "constant")
 LOOPS = ("auto", "scan", "steps", "models")
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """SGD hyper-parameters. Defaults are the DC evaluation protocol (Zhao et al., 2021)."""
+    """SGD hyper-parameters. Defaults are the DC evaluation protocol (Zhao et al., 2021) with the
+    reference ``evaluate_synset`` schedule (module docstring)."""
 
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 256
     epochs: int = 300
-    lr_decay_at_half: bool = True
+    schedule: str = "reference"  # "reference", "half" or "constant" (see the module docstring)
     augment: str | None = None  # DSA strategy string (per-sample, non-siamese) or None
     soft_labels: bool = False  # train with soft cross-entropy on (N, C) label rows
-    last_batch: str = "wrap"  # "wrap" or "drop" (see the module docstring)
+    last_batch: str = "short"  # "short", "wrap" or "drop" (see the module docstring)
 
     def __post_init__(self):
         if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
@@ -91,18 +108,44 @@ class TrainConfig:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES} ('reference': the DC/MTT evaluate_synset "
+                             f"schedule), got {self.schedule!r}")
         if self.last_batch not in LAST_BATCH:
             raise ValueError(f"last_batch must be one of {LAST_BATCH}, got {self.last_batch!r}")
         if self.augment is not None and not isinstance(self.augment, str):
             raise ValueError(f"augment must be a DSA strategy string such as 'color_crop_cutout_flip_scale_"
                              f"rotate' or None, got {self.augment!r}")
 
+    @property
+    def total_epochs(self) -> int:
+        """Epochs ``fit`` trains by default: ``epochs + 1`` under the reference schedule."""
+        return self.epochs + 1 if self.schedule == "reference" else self.epochs
+
+    @property
+    def decay_epoch(self) -> int | None:
+        """The first (0-based) epoch at 0.1 lr, or None: ``epochs // 2 + 2`` (reference; only
+        reached when ``epochs >= 3``), ``epochs // 2`` (half; None when 0), None (constant)."""
+        if self.schedule == "reference":
+            return self.epochs // 2 + 2
+        if self.schedule == "half" and self.epochs // 2 > 0:
+            return self.epochs // 2
+        return None
+
     def lr_at(self, lr: Any, epoch: Any) -> jax.Array:
-        """η_e: ``lr`` times 0.1 from epoch ``epochs // 2`` on (if ``lr_decay_at_half``)."""
-        half = self.epochs // 2
-        if not self.lr_decay_at_half or half == 0:
+        """η_e: ``lr`` times 0.1 from :attr:`decay_epoch` on."""
+        d = self.decay_epoch
+        if d is None:
             return jnp.asarray(lr, jnp.float32) * jnp.ones_like(epoch, jnp.float32)
-        return jnp.where(epoch >= half, 0.1, 1.0) * jnp.asarray(lr, jnp.float32)
+        return jnp.where(jnp.asarray(epoch) >= d, 0.1, 1.0) * jnp.asarray(lr, jnp.float32)
+
+    def resets_momentum(self, epoch: Any) -> jax.Array:
+        """Whether the momentum buffer is zeroed before ``epoch`` (the reference re-creates its
+        optimiser at the decay)."""
+        d = self.decay_epoch
+        if self.schedule != "reference" or d is None:
+            return jnp.zeros_like(jnp.asarray(epoch), bool)
+        return jnp.asarray(epoch) == d
 
 
 class TrainState(NamedTuple):
@@ -153,14 +196,22 @@ def sgd_update(params: Any, grads: Any, buf: Any, lr: Any, momentum: float, weig
 
 def epoch_batches(key: jax.Array, n: int, batch_size: int, last_batch: str = "wrap") -> jax.Array:
     """(steps, B) example indices of one epoch: a random permutation of ``range(n)`` cut into
-    batches of ``B = min(batch_size, n)``; the last partial batch is wrapped or dropped."""
+    batches of ``B = min(batch_size, n)``; the last partial batch is wrapped or dropped; with
+    ``"short"`` only the full batches are returned (the short one is :func:`epoch_tail`)."""
     b = min(batch_size, n)
     perm = jax.random.permutation(key, n)
-    if last_batch == "drop":
+    if last_batch in ("drop", "short"):
         steps = n // b
         return perm[: steps * b].reshape(steps, b)
     steps = -(-n // b)
     return jnp.concatenate([perm, perm[: steps * b - n]]).reshape(steps, b)
+
+
+def epoch_tail(key: jax.Array, n: int, batch_size: int) -> jax.Array:
+    """The ``n mod B`` indices of the short last batch that follows ``epoch_batches(key, n,
+    batch_size, "short")`` (same permutation; empty when B divides n)."""
+    b = min(batch_size, n)
+    return jax.random.permutation(key, n)[(n // b) * b:]
 
 
 def _on_cpu(mesh: Mesh | None) -> bool:
@@ -247,7 +298,7 @@ class Trainer:
 
     def _stacked_step(self, state: TrainState, xb: jax.Array, yb: jax.Array, keys: jax.Array,
                       base_lr: jax.Array) -> tuple[TrainState, dict]:
-        if self.mesh is not None:  # (M, B, ...): split the batch axis over the devices
+        if self.mesh is not None and xb.shape[1] % self.mesh.size == 0:  # (M, B, ...): split the batch axis
             spec = NamedSharding(self.mesh, P(None, DATA_AXIS))
             xb = jax.lax.with_sharding_constraint(xb, spec)
             yb = jax.lax.with_sharding_constraint(yb, spec)
@@ -284,7 +335,9 @@ class Trainer:
         return _python_epoch(self, state, x, y, keys, self._base_lr(lr, m), per_model=loop == "models")
 
     def batch_layout(self, n: int) -> tuple[int, int]:
-        """(batch size, steps per epoch) for a training set of ``n`` examples."""
+        """(batch size, steps per epoch) for a training set of ``n`` examples (with
+        ``last_batch="short"`` the last of the steps has :meth:`tail_size` examples when that is
+        non-zero)."""
         if n < 1:
             raise ValueError("cannot train on an empty set: pass at least one image")
         b = min(self.config.batch_size, n)
@@ -293,6 +346,12 @@ class Trainer:
                              "devices in the mesh: choose batch_size (and N) divisible by it, or use mesh=None")
         steps = n // b if self.config.last_batch == "drop" else -(-n // b)
         return b, steps
+
+    def tail_size(self, n: int) -> int:
+        """Examples in the short last batch of an epoch of ``n`` (0 unless ``last_batch="short"``;
+        with a mesh that batch is not split over the devices when they do not divide it)."""
+        b = min(self.config.batch_size, n)
+        return n % b if self.config.last_batch == "short" else 0
 
     def _base_lr(self, lr: Any, m: int) -> jax.Array:
         lr = self.config.lr if lr is None else lr
@@ -336,46 +395,81 @@ class Trainer:
 
 
 def _plan(keys: jax.Array, n: int, b: int, steps: int, last_batch: str):
-    """Per-model example indices (M, steps, B) and augmentation keys (M, steps) of one epoch."""
+    """Per-model example indices of one epoch's full batches (M, S, B), of its short last batch
+    (M, r) (r = 0 unless ``last_batch="short"``) and the step augmentation keys (M, steps)."""
     def plan(k):
         k_perm, k_aug = jax.random.split(k)
-        return epoch_batches(k_perm, n, b, last_batch), jax.random.split(k_aug, steps)
+        tail = epoch_tail(k_perm, n, b) if last_batch == "short" else jnp.zeros((0,), jnp.int32)
+        return epoch_batches(k_perm, n, b, last_batch), tail, jax.random.split(k_aug, steps)
 
     return jax.vmap(plan)(keys)
 
 
+def _begin_epoch(trainer: Trainer, state: TrainState) -> TrainState:
+    """Zero the momentum buffer of the models whose next epoch is the reference decay epoch."""
+    reset = trainer.config.resets_momentum(state.epoch)  # (M,)
+    buf = jax.tree.map(lambda v: jnp.where(reset.reshape((-1,) + (1,) * (v.ndim - 1)), jnp.zeros_like(v), v),
+                       state.opt_state)
+    return state._replace(opt_state=buf)
+
+
+def _weighted_metrics(metrics: dict, sizes: list[int]) -> dict:
+    """Per-model epoch means of per-step metrics (steps, M), weighted by the steps' batch sizes."""
+    w = jnp.asarray(sizes, jnp.float32)[:, None]
+    return jax.tree.map(lambda v: jnp.sum(v * w, 0) / jnp.sum(w), metrics)
+
+
 def _epoch_impl(trainer: Trainer, state: TrainState, x: jax.Array, y: jax.Array, keys: jax.Array,
                 base_lr: jax.Array):
-    idx, aug_keys = _plan(keys, x.shape[0], *trainer.batch_layout(x.shape[0]), trainer.config.last_batch)
+    b, steps = trainer.batch_layout(x.shape[0])
+    idx, tail, aug_keys = _plan(keys, x.shape[0], b, steps, trainer.config.last_batch)
+    state = _begin_epoch(trainer, state)
 
     def body(st, inp):
         idx_s, keys_s = inp
         return trainer._stacked_step(st, x[idx_s], y[idx_s], keys_s, base_lr)
 
-    state, metrics = jax.lax.scan(body, state, (idx.swapaxes(0, 1), aug_keys.swapaxes(0, 1)))
+    full = idx.shape[1]
+    state, metrics = jax.lax.scan(body, state, (idx.swapaxes(0, 1), aug_keys[:, :full].swapaxes(0, 1)))
+    sizes = [b] * full
+    if tail.shape[1]:
+        state, m = trainer._stacked_step(state, x[tail], y[tail], aug_keys[:, full], base_lr)
+        metrics = jax.tree.map(lambda a, v: jnp.concatenate([a, v[None]]), metrics, m)
+        sizes.append(tail.shape[1])
     state = state._replace(epoch=state.epoch + 1)
-    return state, jax.tree.map(lambda v: v.mean(0), metrics)
+    return state, _weighted_metrics(metrics, sizes)
 
 
 def _gather_step(trainer: Trainer, state: TrainState, x, y, idx, aug_keys, s, base_lr):
     return trainer._stacked_step(state, x[idx[:, s]], y[idx[:, s]], aug_keys[:, s], base_lr)
 
 
+def _tail_step(trainer: Trainer, state: TrainState, x, y, tail, aug_key, base_lr):
+    return trainer._stacked_step(state, x[tail], y[tail], aug_key, base_lr)
+
+
 def _python_epoch(trainer: Trainer, state: TrainState, x: jax.Array, y: jax.Array, keys: jax.Array,
                   base_lr: jax.Array, per_model: bool):
     """The same epoch as :func:`_epoch_impl` with one jitted call per step (of all models, or of
     each model in turn when ``per_model``): the loops that are fast on CPU (module docstring)."""
-    idx, aug_keys = _jit_plan(keys, x.shape[0], *trainer.batch_layout(x.shape[0]), trainer.config.last_batch)
+    b, steps = trainer.batch_layout(x.shape[0])
+    idx, tail, aug_keys = _jit_plan(keys, x.shape[0], b, steps, trainer.config.last_batch)
+    state = _jit_begin_epoch(trainer, state)
+    full = idx.shape[1]
+    sizes = [b] * full + ([tail.shape[1]] if tail.shape[1] else [])
     groups = [slice(i, i + 1) for i in range(state.num_models)] if per_model else [slice(None)]
     states, metrics = [], []
     for g in groups:
-        st, i, a, lr = state.select(g), idx[g], aug_keys[g], base_lr[g]
-        sums = None
-        for s in range(idx.shape[1]):
+        st, i, t, a, lr = state.select(g), idx[g], tail[g], aug_keys[g], base_lr[g]
+        per_step = []
+        for s in range(full):
             st, m = _jit_gather_step(trainer, st, x, y, i, a, s, lr)
-            sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
+            per_step.append(m)
+        if t.shape[1]:
+            st, m = _jit_tail_step(trainer, st, x, y, t, a[:, full], lr)
+            per_step.append(m)
         states.append(st)
-        metrics.append(jax.tree.map(lambda v: v / idx.shape[1], sums))
+        metrics.append(_weighted_metrics(jax.tree.map(lambda *v: jnp.stack(v), *per_step), sizes))
     if per_model:
         state = jax.tree.map(lambda *leaves: jnp.concatenate(leaves), *states)
         metrics = jax.tree.map(lambda *v: jnp.concatenate(v), *metrics)
@@ -389,14 +483,17 @@ _jit_epoch = jax.jit(_epoch_impl, static_argnums=0)
 _jit_step = jax.jit(lambda trainer, *a: trainer._stacked_step(*a), static_argnums=0)
 _jit_plan = jax.jit(_plan, static_argnums=(1, 2, 3, 4))  # shared by every trainer
 _jit_gather_step = jax.jit(_gather_step, static_argnums=0)
+_jit_tail_step = jax.jit(_tail_step, static_argnums=0)
+_jit_begin_epoch = jax.jit(_begin_epoch, static_argnums=0)
 
 
 def fit(trainer: Trainer, state: TrainState, x: Any, y: Any, key: jax.Array, *, lr: Any = None,
         epochs: int | None = None, on_epoch: Callable[[int, TrainState, dict], Any] | None = None,
         progress: bool = True, desc: str = "train") -> tuple[TrainState, list[dict]]:
-    """Train until ``state.epoch == epochs`` (default ``config.epochs``; a resumed state continues).
+    """Train until ``state.epoch == epochs`` (default ``config.total_epochs``: ``config.epochs + 1``
+    under the reference schedule; a resumed state continues).
 
-    ``epochs`` only says where to stop: the lr schedule always follows ``config.epochs`` (so a
+    ``epochs`` only says where to stop: the lr schedule always follows ``config`` (so a
     difficulty score "at epoch 20" of a 200-epoch run stops there with the 200-epoch schedule).
 
     Epoch e uses key ``fold_in(key, e)`` (per model when ``key`` holds M keys). After each epoch,
@@ -406,7 +503,7 @@ def fit(trainer: Trainer, state: TrainState, x: Any, y: Any, key: jax.Array, *, 
     """
     from tqdm.auto import tqdm
 
-    epochs = trainer.config.epochs if epochs is None else epochs
+    epochs = trainer.config.total_epochs if epochs is None else epochs
     m = state.num_models
     keys = _typed_key(key)
     if keys.ndim:

@@ -11,6 +11,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 import jax  # noqa: E402  (must come after XLA_FLAGS)
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from jax.sharding import NamedSharding  # noqa: E402
 
 
 @pytest.fixture
@@ -31,10 +32,6 @@ def tiny_dataset():
     return from_arrays("tiny", x, y, xt, yt, class_names=["a", "b", "c"], source="random (tests)")
 
 
-def test_devices_visible():
-    assert len(jax.devices()) == 8
-
-
 @pytest.fixture(scope="session")
 def tiny_npz(tmp_path_factory) -> str:
     """Path of a tiny ``.npz`` dataset (24 train / 9 test random 8x8 grayscale images, 3 classes
@@ -45,3 +42,47 @@ def tiny_npz(tmp_path_factory) -> str:
              x_test=r.integers(0, 256, (9, 8, 8), dtype=np.uint8), y_test=np.repeat(np.arange(3), 3),
              class_names=np.array(["a", "b", "c"]))
     return str(path)
+
+
+class ShardingSpy:
+    """Records every ``NamedSharding`` placement made through ``jax.lax.with_sharding_constraint``
+    (inside jitted code, at trace time) or ``jax.device_put``: ``(shape, spec, mesh size)``."""
+
+    def __init__(self):
+        self.seen: list[tuple[tuple[int, ...], tuple, int]] = []
+
+    def record(self, tree, shardings):
+        leaves = jax.tree.leaves(tree)
+        specs = ([shardings] * len(leaves) if isinstance(shardings, NamedSharding)
+                 else jax.tree.leaves(shardings, is_leaf=lambda s: isinstance(s, NamedSharding)))
+        for x, s in zip(leaves, specs):
+            if isinstance(s, NamedSharding) and hasattr(x, "shape"):
+                self.seen.append((tuple(x.shape), tuple(s.spec), s.mesh.size))
+
+    def splits(self, devices: int) -> list[tuple[tuple[int, ...], tuple]]:
+        """(shape, spec) of the placements that split an axis of at least ``devices`` elements over
+        a mesh of ``devices`` devices (replicated placements are not counted)."""
+        return [(shape, spec) for shape, spec, size in self.seen if size == devices
+                and any(ax is not None and shape[i] >= devices and shape[i] % devices == 0
+                        for i, ax in enumerate(spec))]
+
+
+@pytest.fixture
+def sharding_spy(monkeypatch):
+    """A :class:`ShardingSpy` watching ``jax.lax.with_sharding_constraint`` and ``jax.device_put``
+    for the duration of a test: the "8 devices equal 1" tests assert that their mesh run really
+    split data over the 8 devices (jit caches traces: use functions not traced before the spy)."""
+    spy = ShardingSpy()
+    constrain, put = jax.lax.with_sharding_constraint, jax.device_put
+
+    def spy_constraint(x, shardings):
+        spy.record(x, shardings)
+        return constrain(x, shardings)
+
+    def spy_put(x, device=None, *args, **kwargs):
+        spy.record(x, device)
+        return put(x, device, *args, **kwargs)
+
+    monkeypatch.setattr(jax.lax, "with_sharding_constraint", spy_constraint)
+    monkeypatch.setattr(jax, "device_put", spy_put)
+    return spy

@@ -69,6 +69,8 @@ def test_init_from_correctly_classified_images_and_expert_logits(env):
     np.testing.assert_array_equal(
         m.label_expert_variables()["params"]["classifier"]["kernel"], buf.params(0, 4, net)["classifier"]["kernel"])
     logits = np.asarray(predict_logits(net, variables, ds.x_train)[0])
+    every = np.stack([np.asarray(predict_logits(net, {"params": jax.tree.map(lambda a: a[None], buf.params(k, 4, net))},
+                                                ds.x_train)[0]) for k in range(2)])  # both experts' logits
     for c in range(3):
         cls = np.flatnonzero(ds.y_train == c)
         correct = set(cls[logits[cls].argmax(-1) == c].tolist())
@@ -76,7 +78,8 @@ def test_init_from_correctly_classified_images_and_expert_logits(env):
         for img, row in zip(np.asarray(state.images[3 * c:3 * c + 3]), np.asarray(state.labels[3 * c:3 * c + 3])):
             j = int(np.flatnonzero(np.all(ds.x_train == img, axis=(1, 2, 3)))[0])  # a real image of class c
             assert ds.y_train[j] == c
-            np.testing.assert_allclose(row, logits[j], rtol=1e-5, atol=1e-5)  # its expert logits
+            ok = every[:, j].argmax(-1) == c  # DATM: the mean logits of the experts that classify it correctly
+            np.testing.assert_allclose(row, every[ok, j].mean(0), rtol=1e-5, atol=1e-5)
             chosen.append(j)
         assert len(set(chosen)) == 3
         assert sum(j in correct for j in chosen) == min(3, len(correct))
@@ -85,7 +88,7 @@ def test_init_from_correctly_classified_images_and_expert_logits(env):
 
 def test_soft_labels_are_learned_and_skips_keep_the_state(env):
     _, _, _, real = env
-    m = datm(env, sdc=0.3)
+    m = datm(env, sdc=0.3, skip_threshold=None)  # the toy loss exceeds the default threshold 1.0
     state = m.init(jax.random.key(0), real)
     new, metrics = jax.jit(m.update)(state, real)
     assert float(metrics["skipped"]) == 0 and "sdc" in metrics
@@ -117,3 +120,23 @@ def test_bad_settings(env):
         datm(env, init="noise")
     with pytest.raises(ValueError, match="label_expert 5 does not exist"):
         datm(env, label_expert=5)
+
+
+def test_eight_devices_equal_one(env, sharding_spy):
+    """DATM (soft labels learned, SDC) with every student batch split over 8 devices vs one device."""
+    from jaxdd.utils.mesh import data_mesh
+
+    _, _, _, real = env
+    one, eight = datm(env, ipc=4, batch_syn=8, sdc=0.1), datm(env, ipc=4, batch_syn=8, sdc=0.1, mesh=data_mesh(8))
+    state = one.init(jax.random.key(2), real)
+    a, ma = jax.jit(one.update)(state, real)
+    assert sharding_spy.splits(8) == []
+    b, mb = jax.jit(eight.update)(state, real)
+    assert float(ma["skipped"]) == float(mb["skipped"]) == 0
+    np.testing.assert_allclose(mb["loss"], ma["loss"], rtol=1e-5)
+    np.testing.assert_allclose(b.images, a.images, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(b.labels, a.labels, rtol=1e-4, atol=1e-5)  # the learned soft-label logits
+    assert not np.allclose(a.labels, state.labels)
+    # placement: the student batches (8 of the 12 images) were split over the 8 devices
+    assert ((8, 9, 9, 1), ("data",)) in sharding_spy.splits(8)
+    assert len(b.images.sharding.device_set) == 8 and len(a.images.sharding.device_set) == 1

@@ -183,3 +183,22 @@ def test_cli_runs_writes_and_reports_errors(env, tiny_npz, tmp_path, capsys):
     assert main(["distill", "--dataset", data, "--model", ARCH, "--set", "lr_imgg=1", "--out", str(tmp_path / "y"),
                  "--no-progress"]) == 1
     assert "has no setting(s) ['lr_imgg']" in capsys.readouterr().err
+
+
+def test_driver_with_eight_devices_equals_one(env, sharding_spy):
+    """distill(..., mesh=8 devices): the state is placed on the mesh, every real batch is split over
+    it, and two DSA iterations (2 outer loops, SDC) give the images of the single-device run."""
+    from jaxdd.utils.mesh import data_mesh
+
+    _, ds, net, real = env
+    mesh = data_mesh(8)
+    kw = dict(ipc=1, batch_real=8, outer_loop=2, inner_loop=1, sdc=0.05, iterations=2)
+    common = dict(track_every=10, final_eval=False, progress=False)
+    one = distill(build_method("dsa", net, **kw), real, ds, **common)
+    assert sharding_spy.splits(8) == []
+    eight = distill(build_method("dsa", net, mesh=mesh, **kw), real, ds, mesh=mesh, **common)
+    np.testing.assert_allclose(eight.distilled.images, one.distilled.images, rtol=1e-4, atol=1e-5)
+    assert eight.distilled.config["devices"] == 8 and one.distilled.config["devices"] == 1
+    # placement: the state lives on the 8 devices and the real batches were split over them
+    assert len(eight.state.images.sharding.device_set) == 8 and len(one.state.images.sharding.device_set) == 1
+    assert ((3, 8, 8, 8, 1), (None, "data")) in sharding_spy.splits(8)

@@ -148,12 +148,14 @@ def test_siamese_dsa_draws(setup):
     x, _ = real.sample(jax.random.key(0), 4)
     xs = x[:, :2]
     ar, as_ = m._siamese(jax.random.key(5), x, xs)
-    np.testing.assert_allclose(np.asarray(ar[:, :2]), np.asarray(as_), atol=1e-6)
+    # float32 images ~2: one rounding ~2e-7, another batch shape may reduce in another order;
+    # a different draw would differ by O(1)
+    np.testing.assert_allclose(np.asarray(ar[:, :2]), np.asarray(as_), atol=1e-5)
     assert not np.allclose(np.asarray(ar), np.asarray(x))
     # class 0's draw applied to class 1's images differs from class 1's own draw
     k0, k1 = jax.random.split(jax.random.key(5), 3)[:2]
     assert not np.allclose(np.asarray(dsa(k0, x[1], "crop_scale_rotate")), np.asarray(ar[1]))
-    np.testing.assert_allclose(np.asarray(dsa(k1, x[1], "crop_scale_rotate")), np.asarray(ar[1]), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(dsa(k1, x[1], "crop_scale_rotate")), np.asarray(ar[1]), atol=1e-5)
 
 
 def test_inner_loop_is_plain_sgd_on_the_synthetic_set(setup):
@@ -182,7 +184,7 @@ def test_class_batch_equals_all_classes_at_once(setup):
     assert float(ma["loss"]) == pytest.approx(float(mb["loss"]), rel=1e-4)
 
 
-def test_eight_devices_equal_one(setup):
+def test_eight_devices_equal_one(setup, sharding_spy):
     """DSA with difficulty weights and SDC: real batches split over 8 devices vs one device."""
     from jaxdd.utils.mesh import data_mesh, replicate
 
@@ -196,6 +198,9 @@ def test_eight_devices_equal_one(setup):
     b, mb = jax.jit(many.update)(replicate(st, mesh), replicate(real_w, mesh))
     np.testing.assert_allclose(np.asarray(a.images), np.asarray(b.images), rtol=1e-4, atol=1e-5)
     assert float(ma["loss"]) == pytest.approx(float(mb["loss"]), rel=1e-4)
+    # placement: the real batch (3 classes x 8 images) was split over the 8 devices on its image axis
+    assert ((3, 8, 16, 16, 3), (None, "data")) in sharding_spy.splits(8)
+    assert len(b.images.sharding.device_set) == 8
     bad = build_method("dsa", net, mesh=mesh, ipc=1, batch_real=6, **kw)
     with pytest.raises(ValueError, match="multiple of the 8 devices"):
         jax.jit(bad.update)(replicate(st, mesh), replicate(real_w, mesh))
@@ -213,3 +218,86 @@ def test_config_recorded_with_resolved_strategy(setup):
     m = build_method("dsa", net, ipc=1)
     assert m.config.dsa_strategy == "color_crop_cutout_flip_scale_rotate"  # RGB: keeps flip
     assert dataclasses.asdict(m.config)["outer_loop"] == 1
+
+
+def _slow_gradient_matching_iteration(method, state, real):
+    """One DC / DSA iteration written as the reference ``main.py`` loop (VICO-UoE/DatasetCondensation):
+    a fresh network; for each outer loop, BatchNorm running statistics set by a train-mode pass over
+    (up to) 16 real images per class, the matching loss summed over classes in a Python loop
+    (inference mode, DSA per class), one SGD-with-momentum step on the images (the buffer persists
+    across outer loops), then, except after the last outer loop, ``inner_loop`` epochs of plain SGD
+    (train mode, per-sample DSA) on the updated synthetic set. Random draws follow the documented
+    key layout of ``GradientMatching.update`` / ``train_network`` so both see the same batches."""
+    cfg, net = method.config, method.network
+    c = real.num_classes
+    labels = state.labels
+    _, k_net, k_loop = jax.random.split(state.key, 3)
+    v = net.init(k_net)
+    x, buf = state.images, jnp.zeros_like(state.images)
+    for ol, k in enumerate(jax.random.split(k_loop, cfg.outer_loop)):
+        k_real, k_aug, k_train = jax.random.split(k, 3)
+        x_real, w = real.sample(k_real, cfg.batch_real)
+        if "batch_stats" in v:  # reference BN_flag branch: net.train(); net(img_real); BN.eval()
+            xb = x_real[:, :16].reshape((-1,) + x_real.shape[2:])
+            _, v = net.apply(v, xb, train=True)
+        aug_keys = jax.random.split(k_aug, c)
+
+        def total(images, v=v, x_real=x_real, w=w, aug_keys=aug_keys):
+            loss = 0.0
+            for cl in range(c):
+                xr, xs = x_real[cl], images[cl * cfg.ipc:(cl + 1) * cfg.ipc]
+                if cfg.dsa:
+                    xr = dsa(aug_keys[cl], xr, cfg.dsa_strategy)
+                    xs = dsa(aug_keys[cl], xs, cfg.dsa_strategy)
+                loss = loss + losses.class_gradient_match_loss(
+                    net, v, xr, jnp.full(len(xr), cl), xs, jnp.full(cfg.ipc, cl), cfg.metric,
+                    None if w is None else w[cl])
+            return loss
+
+        buf = cfg.momentum * buf + jax.grad(total)(x)  # torch.optim.SGD(momentum=0.5), no dampening
+        x = x - cfg.lr_img * buf
+        if ol == cfg.outer_loop - 1:
+            break
+        n = x.shape[0]
+        b = min(cfg.batch_train, n)
+        for ke in jax.random.split(k_train, cfg.inner_loop):  # reference epoch('train', ...)
+            k_perm, k_steps = jax.random.split(ke)
+            # a shuffling DataLoader (drop_last=False): the permutation in batches of b, the last one shorter
+            perm = jax.random.permutation(k_perm, n)
+            rows = [perm[i:i + b] for i in range(0, n, b)]
+            for idx, ks in zip(rows, jax.random.split(k_steps, -(-n // b))):
+                xb, yb = x[idx], labels[idx]
+                if cfg.dsa:
+                    xb = dsa(ks, xb, cfg.dsa_strategy, siamese=False)
+
+                def ce(p, v=v, xb=xb, yb=yb):
+                    logits, new = net.apply({**v, "params": p}, xb, train=True)
+                    return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean(), new
+
+                g, new = jax.grad(ce, has_aux=True)(v["params"])
+                v = {**new, "params": jax.tree.map(lambda p, gi: p - cfg.lr_net * gi, v["params"], g)}
+    return x
+
+
+@pytest.mark.parametrize("name,arch,kw", [
+    # BatchNorm ConvNet: 18 real images per class, BN statistics from 16 of them, 2 minibatches per epoch
+    ("dc", "convnet-bn-w4-d1", dict(outer_loop=3, inner_loop=2, batch_real=18, batch_train=4, lr_net=0.05)),
+    ("dsa", "convnet-bn-w4-d1", dict(outer_loop=2, inner_loop=2, batch_real=6, batch_train=256, lr_net=0.05)),
+    ("dsa", "mlp-w16", dict(outer_loop=3, inner_loop=2, batch_real=6, batch_train=4, lr_net=0.05)),
+])
+def test_update_with_outer_and_inner_loops_equals_slow_reference_loop(setup, tiny_dataset, name, arch, kw):
+    """Several outer loops (image momentum carried over, the network trained on the synthetic set
+    in between) and the BatchNorm statistics path, against the reference loop written out."""
+    _, _, real = setup  # with difficulty weights
+    net = create_network(arch, num_classes=3, input_shape=tiny_dataset.image_shape)
+    m = build_method(name, net, ipc=2, dsa_strategy="color_crop_cutout_flip_scale_rotate" if name == "dsa" else None,
+                     **kw)
+    st = m.init(jax.random.key(6), real)
+    new, metrics = jax.jit(m.update)(st, real)
+    slow = jax.jit(lambda st: _slow_gradient_matching_iteration(m, st, real))(st)
+    # float32 on unit-scale images: the two orders of summation differ by ~1e-7 (measured); leaving
+    # out the BN pass, one inner epoch or the momentum moves the result by 3e-3 to 6e-3
+    np.testing.assert_allclose(np.asarray(new.images), np.asarray(slow), rtol=1e-5, atol=2e-5)
+    moved = np.abs(np.asarray(new.images) - np.asarray(st.images)).max()
+    assert moved > 1e-2, moved
+    assert metrics["loss"].shape == () and np.isfinite(float(metrics["loss"]))

@@ -40,12 +40,12 @@ def real_set(ds, ipc):
 # ------------------------------------------------------------------------------------ presets
 def test_presets_follow_the_spec(sep, tiny_dataset):
     dc = get_preset("dc").train_config(sep)
-    assert (dc.lr, dc.momentum, dc.weight_decay, dc.batch_size, dc.epochs, dc.lr_decay_at_half, dc.augment,
-            dc.soft_labels) == (0.01, 0.9, 5e-4, 256, 300, True, None, False)
+    assert (dc.lr, dc.momentum, dc.weight_decay, dc.batch_size, dc.epochs, dc.schedule, dc.augment,
+            dc.soft_labels) == (0.01, 0.9, 5e-4, 256, 300, "reference", None, False)
     dsa = get_preset("dsa").train_config(tiny_dataset)
     assert get_preset("dsa").name == get_preset("dm").name == "dc-dsa"
     assert (dsa.epochs, dsa.augment, dsa.lr) == (1000, DEFAULT_STRATEGY, 0.01)  # RGB: flip kept
-    assert get_preset("dc-dsa").train_config(sep).augment == NO_FLIP_STRATEGY  # grey: no flip
+    assert get_preset("dc-dsa").train_config(sep).augment == DEFAULT_STRATEGY  # grey, not digits: flip kept
     mtt = get_preset("mtt")
     assert mtt.lr_from_set and mtt.train_config(sep).epochs == 1000 and mtt.train_config(sep).augment
     datm = get_preset("datm").train_config(sep)
@@ -60,7 +60,8 @@ def test_presets_follow_the_spec(sep, tiny_dataset):
 
 def test_dsa_strategy_drops_flip_for_mnist_like(tiny_dataset):
     fashion = dataclasses.replace(tiny_dataset, name="embedded", source="embedded:fashion_mnist_small")
-    assert dsa_strategy(fashion) == NO_FLIP_STRATEGY
+    assert dsa_strategy(fashion) == DEFAULT_STRATEGY  # the reference keeps flip for FashionMNIST
+    assert dsa_strategy(dataclasses.replace(tiny_dataset, name="mnist")) == NO_FLIP_STRATEGY
     assert dsa_strategy(dataclasses.replace(tiny_dataset, name="svhn")) == NO_FLIP_STRATEGY
     assert dsa_strategy(tiny_dataset) == DEFAULT_STRATEGY
 
@@ -75,7 +76,7 @@ def test_holdout_indices():
 
 
 # ------------------------------------------------------------------------------------ protocol
-def test_random_real_baseline_learns_and_reports_mean_std(sep):
+def test_random_real_baseline_learns_and_reports_mean_std(sep, sharding_spy):
     r, x, y = random_real_baseline(sep, 8, ARCH, "dc", jax.random.key(1), num_models=2, epochs=15, progress=False,
                                    return_set=True)
     assert r["ipc"] == 8 and r["train_size"] == 24 and x.shape == (24, 8, 8, 1)
@@ -89,6 +90,9 @@ def test_random_real_baseline_learns_and_reports_mean_std(sep):
     r8 = random_real_baseline(sep, 8, ARCH, "dc", jax.random.key(1), num_models=2, epochs=15, progress=False,
                               mesh=data_mesh(8))
     np.testing.assert_allclose(r8["accs"], r["accs"])
+    # placement: training minibatches (image axis) and test batches were split over the 8 devices
+    splits = sharding_spy.splits(8)
+    assert any(spec == (None, "data") for _, spec in splits) and any(spec == ("data",) for _, spec in splits), splits
 
 
 def test_distilled_round_trip_and_cross_architecture(sep, tmp_path):

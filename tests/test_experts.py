@@ -37,7 +37,7 @@ def buffer(tiny, tmp_path_factory):
 def test_buffer_layout_and_streaming(tiny, buffer):
     ds, net = tiny
     assert buffer.num_experts == 3 and buffer.num_epochs == 2 and buffer.num_params == net.num_params()
-    files = sorted(p.name for p in buffer.path.iterdir())
+    files = sorted(p.name for p in buffer.path.iterdir() if not p.name.startswith("events.out.tfevents."))
     assert files == ["buffer.json", "expert_00000.npy", "expert_00001.npy", "expert_00002.npy"]
     for i, traj in buffer.stream():
         assert isinstance(traj, np.memmap) and traj.shape == (3, buffer.num_params) and traj.dtype == np.float32
@@ -102,10 +102,12 @@ def test_kill_and_resume_is_bit_identical(tiny, buffer, tmp_path, monkeypatch):
         train_experts(ds, net, out, 3, ExpertConfig(epochs=3, batch_size=8), progress=False)
 
 
-def test_eight_devices_equal_one(tiny, buffer, tmp_path):
+def test_eight_devices_equal_one(tiny, buffer, tmp_path, sharding_spy):
     ds, net = tiny
     sharded = train_experts(ds, net, tmp_path / "s", 1, CFG, mesh=data_mesh(8), progress=False)
     np.testing.assert_allclose(sharded.trajectory(0), buffer.trajectory(0), rtol=1e-4, atol=1e-6)
+    # placement: the training minibatches were split over the 8 devices
+    assert any(spec == (None, "data") for _, spec in sharding_spy.splits(8)), sharding_spy.seen
 
 
 def test_buffer_of_another_architecture_or_dataset_is_refused(tiny, buffer):

@@ -12,22 +12,28 @@ from jaxdd.models.layers import conv2d
 @pytest.mark.parametrize("strides,padding", [((1, 1), ((1, 1), (1, 1))), ((2, 2), ((3, 3), (3, 3))),
                                              ((2, 1), ((0, 1), (2, 0)))])
 def test_conv2d_derivatives_equal_lax_conv(strides, padding):
-    r = np.random.default_rng(0)
-    x = jnp.asarray(r.normal(size=(2, 9, 8, 3)), jnp.float32)
-    k = jnp.asarray(r.normal(size=(3, 5, 3, 4)), jnp.float32)
+    # In float64: the second-order terms reach ~2.5e3, where two float32 summation orders differ by
+    # up to ~4e-3 (eps 1.2e-7 x magnitude x summed terms), so a float32 comparison at 1e-4 fails on
+    # some x86 CPUs. In float64 the two implementations agree to ~1e-12.
+    with jax.enable_x64(True):
+        r = np.random.default_rng(0)
+        x = jnp.asarray(r.normal(size=(2, 9, 8, 3)), jnp.float64)
+        k = jnp.asarray(r.normal(size=(3, 5, 3, 4)), jnp.float64)
 
-    def ref(x, k):
-        return jnp.sum(jnp.sin(jax.lax.conv_general_dilated(x, k, strides, padding,
-                                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))))
+        def ref(x, k):
+            return jnp.sum(jnp.sin(jax.lax.conv_general_dilated(x, k, strides, padding,
+                                                                dimension_numbers=("NHWC", "HWIO", "NHWC"))))
 
-    def new(x, k):
-        return jnp.sum(jnp.sin(conv2d(x, k, strides, padding)))
+        def new(x, k):
+            return jnp.sum(jnp.sin(conv2d(x, k, strides, padding)))
 
-    assert float(new(x, k)) == float(ref(x, k))
-    for a, b in zip(jax.grad(ref, (0, 1))(x, k), jax.grad(new, (0, 1))(x, k)):
-        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
-    # second order, forward-over-reverse and reverse-over-reverse (DC differentiates gradients)
-    np.testing.assert_allclose(jax.jacfwd(jax.grad(new, 1), 0)(x, k), jax.jacfwd(jax.grad(ref, 1), 0)(x, k),
-                               rtol=1e-4, atol=1e-4)
-    gg = lambda f: jax.grad(lambda x: jnp.sum(jax.grad(f, 1)(x, k) ** 2))(x)  # noqa: E731
-    np.testing.assert_allclose(gg(new), gg(ref), rtol=1e-4, atol=1e-4)
+        assert new(x, k).dtype == jnp.float64
+        assert float(new(x, k)) == float(ref(x, k))  # the forward pass is lax's convolution itself
+        for a, b in zip(jax.grad(ref, (0, 1))(x, k), jax.grad(new, (0, 1))(x, k)):
+            assert b.dtype == jnp.float64
+            np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-10)
+        # second order, forward-over-reverse and reverse-over-reverse (DC differentiates gradients)
+        np.testing.assert_allclose(jax.jacfwd(jax.grad(new, 1), 0)(x, k), jax.jacfwd(jax.grad(ref, 1), 0)(x, k),
+                                   rtol=1e-10, atol=1e-10)
+        gg = lambda f: jax.grad(lambda x: jnp.sum(jax.grad(f, 1)(x, k) ** 2))(x)  # noqa: E731
+        np.testing.assert_allclose(gg(new), gg(ref), rtol=1e-10, atol=1e-10)

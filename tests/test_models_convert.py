@@ -76,7 +76,10 @@ def _ref_convnet(sd, x, depth, norm, pooling):
         if norm != "none":
             nl = f"features.{d * 4 + 1}"
             g, beta = sd[f"{nl}.weight"][:, None, None], sd[f"{nl}.bias"][:, None, None]
-            if norm == "batchnorm":  # eval mode: running statistics
+            if norm == "layernorm":  # nn.LayerNorm([C, H, W]): per sample over C, H, W, (C, H, W) affine
+                g, beta = sd[f"{nl}.weight"], sd[f"{nl}.bias"]
+                m, v = y.mean((1, 2, 3), keepdims=True), y.var((1, 2, 3), keepdims=True)
+            elif norm == "batchnorm":  # eval mode: running statistics
                 m, v = sd[f"{nl}.running_mean"][:, None, None], sd[f"{nl}.running_var"][:, None, None]
             else:  # GroupNorm(C, C): per sample and channel
                 m, v = y.mean((2, 3), keepdims=True), y.var((2, 3), keepdims=True)
@@ -91,18 +94,21 @@ def _ref_convnet(sd, x, depth, norm, pooling):
 def _random_state_dict(r, channel, width, depth, classes, norm, size):
     sd, i = {}, 0
     cin = channel
+    hw = 32 if size == 28 else size
     for _ in range(depth):
         sd[f"features.{i}.weight"] = r.normal(0, 0.3, (width, cin, 3, 3))
         sd[f"features.{i}.bias"] = r.normal(0, 0.1, width)
         if norm != "none":
-            sd[f"features.{i + 1}.weight"] = 1 + r.normal(0, 0.1, width)
-            sd[f"features.{i + 1}.bias"] = r.normal(0, 0.1, width)
+            shape = (width, hw, hw) if norm == "layernorm" else (width,)
+            sd[f"features.{i + 1}.weight"] = 1 + r.normal(0, 0.1, shape)
+            sd[f"features.{i + 1}.bias"] = r.normal(0, 0.1, shape)
             if norm == "batchnorm":
                 sd[f"features.{i + 1}.running_mean"] = r.normal(0, 0.5, width)
                 sd[f"features.{i + 1}.running_var"] = r.uniform(0.5, 2.0, width)
                 sd[f"features.{i + 1}.num_batches_tracked"] = np.array(7)
         i += 4 if norm != "none" else 3
         cin = width
+        hw //= 2
     s = (32 if size == 28 else size) // 2**depth
     sd["classifier.weight"] = r.normal(0, 0.1, (classes, width * s * s))
     sd["classifier.bias"] = r.normal(0, 0.1, classes)
@@ -113,6 +119,7 @@ def _random_state_dict(r, channel, width, depth, classes, norm, size):
     ("batchnorm", "avgpool", 16, 3, "convnet-d2-w6-bn"),
     ("none", "maxpool", 16, 3, "convnet-d2-w6-nn-maxpool"),
     ("instancenorm", "avgpool", 28, 1, "convnet-d2-w6"),
+    ("layernorm", "avgpool", 28, 1, "convnet-d2-w6-ln"),
 ])
 def test_conversion_matches_slow_reference(norm, pooling, size, channel, name):
     r = np.random.default_rng(1)
@@ -129,10 +136,10 @@ def test_conversion_matches_slow_reference(norm, pooling, size, channel, name):
 def test_conversion_errors_name_the_problem():
     r = np.random.default_rng(0)
     sd = _random_state_dict(r, 3, 4, 1, 2, "instancenorm", 16)
-    ln = dict(sd)
-    ln["features.1.weight"] = np.ones((4, 16, 16), np.float32)
-    with pytest.raises(ValueError, match="layernorm"):
-        convnet_variables_from_torch(ln)
+    bad = dict(sd)
+    bad["features.1.weight"] = np.ones((4, 16), np.float32)
+    with pytest.raises(ValueError, match="neither a convolution"):
+        convnet_variables_from_torch(bad)
     with pytest.raises(ValueError, match="classifier"):
         convnet_variables_from_torch({k: v for k, v in sd.items() if not k.startswith("classifier")})
     with pytest.raises(ValueError, match="unexpected state_dict entry 'fc.weight'"):

@@ -4,9 +4,10 @@ import jax
 import numpy as np
 import pytest
 
-from jaxdd.sample import dgs_select, random_select, search_clip_counts, target_counts
+from jaxdd.sample import dgs_select, random_select, target_counts
 from jaxdd.sample.classifier import DifficultyClassifier, train_classifier
 from jaxdd.train import TrainConfig
+from test_sample_math import ref_objective, ref_transform_bounds
 
 
 def make_scores(rng, per_class=(12, 15, 10), real_per_class=40):
@@ -24,10 +25,15 @@ def test_dgs_real_target_matches_per_class_reference(rng):
     assert res.indices.shape == (3, ipc)
     for c in range(3):
         own = np.flatnonzero(labels == c)
-        search = search_clip_counts(scores, 3, labels == c)  # grid {0, 1, 2} for IPC 6
-        assert (res.b[c], res.t[c]) == (int(search.b), int(search.t))
+        # brute force over the grid {0, 1, 2}^2 (IPC 6), in float64 Python (test_sample_math's reference)
+        grid = np.array([[ref_objective(scores[own], b, t) for t in range(3)] for b in range(3)])
+        b, t = np.unravel_index(np.argmin(grid), grid.shape)  # first minimum: smallest b, then t
+        assert np.sort(grid.ravel())[1] > grid[b, t] * (1 + 1e-3)  # a clear winner, so float32 agrees
+        assert (res.b[c], res.t[c]) == (b, t)
+        assert float(res.objective[c]) == pytest.approx(grid[b, t], rel=1e-4)
         # the real scores go through the pool's transform of the class; counts by largest remainder
-        lo, hi = float(search.lo), float(search.hi)
+        lo, hi = ref_transform_bounds(scores[own], b, t)
+        assert (float(res.lo[c]), float(res.hi[c])) == (pytest.approx(lo, rel=1e-6), pytest.approx(hi, rel=1e-6))
         t_real = np.maximum(np.log(np.clip(real[real_labels == c], lo, hi) / lo) / np.log(hi / lo), 1e-4)
         hist = np.bincount(np.minimum((t_real * 10).astype(int), 9), minlength=10)
         assert res.target_counts[c].tolist() == target_counts(hist, ipc).tolist()

@@ -98,7 +98,8 @@ def test_memory_modes_give_the_same_gradient(setup, soft, sdc):
     assert (float(jnp.abs(ref_g[1]).max()) > 0) == soft
     for memory, every in (("remat", None), ("tesla", None), ("tesla", 2), ("tesla", "sqrt")):
         l, g = grads(memory, every)
-        np.testing.assert_allclose(l, ref_l, rtol=1e-6, err_msg=f"{memory} {every}")
+        # the modes fuse the same float32 sums differently: a few ulp of a loss ~1.3 (rtol 1e-5 ~ 80 ulp)
+        np.testing.assert_allclose(l, ref_l, rtol=1e-5, err_msg=f"{memory} {every}")
         for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(ref_g)):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * float(jnp.abs(b).max()) + 1e-9,
                                        err_msg=f"{memory} {every}")
@@ -151,7 +152,7 @@ def test_normalised_loss_on_a_hand_made_case():
     np.testing.assert_allclose(normalized_param_loss(start, start, target), 1.0)
 
 
-def test_eight_devices_equal_one(setup):
+def test_eight_devices_equal_one(setup, sharding_spy):
     net, start, target, x, y, _ = setup
     x8 = jnp.concatenate([x, x[:2] * 0.5])
     y8 = jnp.concatenate([y, y[:2]])
@@ -163,9 +164,13 @@ def test_eight_devices_equal_one(setup):
             memory="tesla", mesh=mesh_)[0]))(x8)
 
     l1, g1 = f(None)
+    assert sharding_spy.splits(8) == [] and len(g1.sharding.device_set) == 1
     l8, g8 = f(mesh)
     np.testing.assert_allclose(l8, l1, rtol=1e-5)
     np.testing.assert_allclose(g8, g1, rtol=1e-4, atol=1e-7)
+    # placement: every student batch of 8 images was split over the 8 devices
+    assert sharding_spy.splits(8) and all(shape[0] == 8 and spec[0] == "data" for shape, spec in sharding_spy.splits(8))
+    assert len(g8.sharding.device_set) == 8
     with pytest.raises(ValueError, match="multiple of the 8 devices"):
         trajectory_loss(net, x, y, 0.2, start, target, jax.random.key(5), syn_steps=2, batch_syn=6, mesh=mesh)
 

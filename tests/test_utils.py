@@ -35,6 +35,24 @@ def test_format_table():
     assert lines[0].split() == ["method", "acc"] and lines[2].split() == ["dc", "70.12"]
 
 
+def test_devices_visible():
+    """conftest.py's XLA_FLAGS give every test 8 fake CPU devices (the sharded-path tests need them)."""
+    assert len(jax.devices()) == 8 and len(mesh.data_mesh().devices) == 8
+
+
+def test_sharding_spy_sees_splits_and_ignores_replication(sharding_spy):
+    """The fixture the "8 devices equal 1" tests rely on: it records a batch split over 8 devices
+    (inside and outside jit), and a replicated placement or another mesh size is not a split."""
+    m = mesh.data_mesh(8)
+    mesh.replicate(np.zeros((8, 2), np.float32), m)
+    assert sharding_spy.splits(8) == []
+    mesh.shard_batch(np.zeros((16, 2), np.float32), m)
+    spec = jax.sharding.NamedSharding(m, jax.sharding.PartitionSpec(None, mesh.DATA_AXIS))
+    jax.jit(lambda x: jax.lax.with_sharding_constraint(x * 2, spec))(np.zeros((3, 8), np.float32))
+    assert sharding_spy.splits(8) == [((16, 2), ("data",)), ((3, 8), (None, "data"))]
+    assert sharding_spy.splits(4) == []
+
+
 def test_sharded_matmul_equals_single_device():
     m = mesh.data_mesh(8)
     x = np.random.default_rng(0).normal(size=(16, 5)).astype(np.float32)

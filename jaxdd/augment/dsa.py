@@ -27,12 +27,15 @@ coordinate to an input coordinate (PyTorch ``affine_grid`` convention) and the i
 bilinearly with zero padding (``grid_sample(padding_mode="zeros")``), with ``align_corners=True``
 as in the reference: normalised -1 and +1 are the centres of the first and last pixels.
 
-Choices that differ from the reference: the op choice comes from one subkey and the parameters
-from independent uniforms of another (integers as ``low + floor(u (high - low))``). The reference
-re-seeds its generator with the same seed before each draw in siamese mode, so there ``sx == sy``,
-``dy == dx``, both cutout offsets coincide and brightness, saturation and contrast share one ``u``;
-its per-sample mode draws them independently, as done here in both modes. Images are augmented in
-whatever space they are given (normalised, as in the reference).
+Random draws: the reference (``set_seed_DiffAug``) re-seeds its generator before every draw in
+siamese mode with consecutive seeds (``seed``, ``seed + 1``, ...: the op choice, then each parameter),
+so ``sx`` and ``sy``, ``dx`` and ``dy``, the two cutout offsets and the brightness, saturation and
+contrast factors are distinct draws, and every image of the batch takes the first image's
+parameters; the per-sample mode draws without re-seeding. Here the op choice comes from one subkey
+and the parameters from independent uniforms of another (integers as ``low + floor(u (high -
+low))``): the same distributions, one draw for the batch (siamese) or one per image. The reference
+and this code therefore give the same augmentation distribution but not the same random numbers.
+Images are augmented in whatever space they are given (normalised, as in the reference).
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from jax import lax
 DSA_OPS = ("color", "crop", "cutout", "flip", "scale", "rotate")
 DEFAULT_STRATEGY = "color_crop_cutout_flip_scale_rotate"
 NO_FLIP_STRATEGY = "color_crop_cutout_scale_rotate"
-_NO_FLIP_DATASETS = ("mnist", "svhn")  # digits (and MNIST-like grey sets): mirroring is not label-preserving
+_DIGIT_DATASETS = ("mnist", "svhn", "digits", "usps")  # digits and characters: mirroring changes the label
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,18 +98,37 @@ def parse_strategy(strategy: str) -> tuple[str, ...]:
     return ops
 
 
-def default_strategy(dataset: str | int) -> str:
-    """The reference strategy for a dataset name or channel count.
+def is_digit_dataset(name: str) -> bool:
+    """Whether a dataset name denotes digits or characters (MNIST and its variants but not
+    Fashion-MNIST, SVHN, scikit-learn digits, USPS), for which flipping is not label-preserving."""
+    n = str(name).lower()
+    return "fashion" not in n and any(d in n for d in _DIGIT_DATASETS)
 
-    MNIST-like and SVHN datasets (name containing ``mnist`` or ``svhn``) and grey images
-    (``channels == 1``) drop ``flip``; everything else uses :data:`DEFAULT_STRATEGY`.
+
+def default_strategy(dataset) -> str:
+    """The reference DSA strategy for a dataset: :data:`NO_FLIP_STRATEGY` for digit datasets,
+    :data:`DEFAULT_STRATEGY` (with ``flip``) otherwise.
+
+    The reference README (VICO-UoE/DatasetCondensation) prescribes
+    ``color_crop_cutout_flip_scale_rotate`` for FashionMNIST and CIFAR-10/100 and
+    ``color_crop_cutout_scale_rotate`` for "the digit datasets (MNIST and SVHN), as flip
+    augmentation is not good for digit datasets". ``dataset`` is a name, or a record (object or
+    dict) with ``name`` and ``source`` (no flip if either is a digit dataset, :func:`is_digit_dataset`). A channel
+    count (int) says nothing about the content and gives :data:`DEFAULT_STRATEGY`; pass the name
+    to get the digit rule.
     """
     if isinstance(dataset, str):
-        name = dataset.lower()
-        return NO_FLIP_STRATEGY if any(n in name for n in _NO_FLIP_DATASETS) else DEFAULT_STRATEGY
+        return NO_FLIP_STRATEGY if is_digit_dataset(dataset) else DEFAULT_STRATEGY
     if isinstance(dataset, int) and not isinstance(dataset, bool) and dataset >= 1:
-        return NO_FLIP_STRATEGY if dataset == 1 else DEFAULT_STRATEGY
-    raise ValueError(f"default_strategy takes a dataset name or a positive channel count, got {dataset!r}")
+        return DEFAULT_STRATEGY
+    if isinstance(dataset, dict) and "name" in dataset:  # e.g. a record stored in an expert buffer's index
+        names = [dataset["name"], dataset.get("source") or dataset["name"]]
+        return NO_FLIP_STRATEGY if any(is_digit_dataset(n) for n in names) else DEFAULT_STRATEGY
+    if hasattr(dataset, "name"):
+        names = [dataset.name, getattr(dataset, "source", None) or dataset.name]
+        return NO_FLIP_STRATEGY if any(is_digit_dataset(n) for n in names) else DEFAULT_STRATEGY
+    raise ValueError(f"default_strategy takes a dataset name or a positive channel count (or a Dataset record), "
+                     f"got {dataset!r}")
 
 
 # ---------------------------------------------------------------------------------------------

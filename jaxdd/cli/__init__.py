@@ -12,10 +12,13 @@ import importlib
 import pkgutil
 import sys
 
+from jaxdd import __version__
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jaxdd", description="Difficulty-aware dataset distillation in JAX/Flax.")
+    parser.add_argument("--version", action="version", version=f"jaxdd {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         if info.name.startswith("_"):
@@ -33,9 +36,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as err:  # user errors: the message says what and how to fix
+    except (ValueError, OSError) as err:  # user errors and unwritable / full outputs: the message says what to do
         print(f"jaxdd {args.command}: error: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as err:  # Ctrl-C: one line (long runs say where their last checkpoint is)
+        print(f"\njaxdd {args.command}: {err or 'interrupted'}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import argparse
 
 import numpy as np
 
-from jaxdd.utils.io import format_table, write_json
+from jaxdd.utils.io import check_output, format_table, write_json
 
 
 def register(subparsers) -> None:
@@ -40,6 +40,8 @@ def register(subparsers) -> None:
 def cmd_list(args: argparse.Namespace) -> int:
     from jaxdd.data.registry import dataset_catalog
 
+    if args.out:
+        check_output(args.out)
     rows = dataset_catalog()
     print(format_table(rows, ["name", "aliases", "kind", "status", "description"]))
     print("\nAlso accepted: tfds:NAME (TensorFlow Datasets) and paths to an .npz file, an IDX folder, a CIFAR "
@@ -69,6 +71,8 @@ def parse_options(pairs: list[str]) -> dict:
 def cmd_info(args: argparse.Namespace) -> int:
     from jaxdd.data.registry import load_dataset
 
+    if args.out:
+        check_output(args.out)
     options = parse_options(args.option)
     config = {"command": "data info", "name": args.name, "data_dir": args.data_dir, "zca": args.zca,
               "image_size": args.image_size, "crop": args.crop or None, "download": args.download,

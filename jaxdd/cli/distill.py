@@ -138,7 +138,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
         from jaxdd.utils.mesh import data_mesh
 
         mesh = data_mesh(args.devices)
-    method = build_method(args.method, net, mesh=mesh, **overrides)
+    method = build_method(args.method, net, mesh=mesh, dataset=ds, **overrides)
     out = Path(args.out or f"runs/distill-{args.method}-{ds.name}-ipc{method.config.ipc}")
     extra = {"command": "jaxdd distill", "budget": args.budget, "subset": args.subset, "weights": args.weights,
              "weight_temperature": args.weight_temperature if args.weights else None, "zca": args.zca}

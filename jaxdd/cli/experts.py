@@ -50,9 +50,10 @@ def cmd_experts(args: argparse.Namespace) -> int:
     from jaxdd.data import load_dataset
     from jaxdd.experts import ExpertConfig, expert_rows, train_experts
     from jaxdd.models import create_network
-    from jaxdd.utils.io import format_table, write_json
+    from jaxdd.utils.io import check_output, format_table, write_json
 
     start = time.time()
+    check_output(args.out, folder=True)
     ds = load_dataset(args.dataset, data_dir=args.data_dir, zca=args.zca)
     train = ds
     if args.subset:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxdd.cli._common import add_dataset_args, add_seed_arg, parse_sets
-from jaxdd.utils.io import format_table, write_json
+from jaxdd.utils.io import check_output, format_table, write_json
 
 POOL_FACTOR = 5
 
@@ -60,6 +60,7 @@ def cmd_pool(args: argparse.Namespace) -> int:
 
     config = {"command": "pool", **{k: v for k, v in vars(args).items() if k != "func"}}
     start = time.time()
+    check_output(args.out, folder=True)
     ds = load_dataset(args.dataset, data_dir=args.data_dir, zca=args.zca)
     if args.sources:
         pool = concatenate_pools([load_pool(s, ds) for s in args.sources])
@@ -83,7 +84,8 @@ def cmd_pool(args: argparse.Namespace) -> int:
                                       config=config, **overrides)
     pool.save(args.out)
     view = ds.denormalize if ds.zca is not None else (lambda x: np.clip(x * ds.std + ds.mean, 0, 1))
-    save_class_grid(Path(args.out) / "pool.png", view(pool.images), pool.labels, ds.num_classes)
+    save_class_grid(Path(args.out) / "pool.png", view(pool.images), pool.labels, ds.num_classes,
+                    class_names=ds.class_names)
     rows = []
     for r, src in enumerate(pool.sources):
         mine = pool.run == r

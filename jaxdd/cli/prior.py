@@ -88,7 +88,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from jaxdd.generative import SmallPrior
     from jaxdd.generative.prior import num_params
     from jaxdd.generative.training import PriorTrainConfig, train_prior
-    from jaxdd.utils.io import format_table, read_json
+    from jaxdd.utils.io import check_output, format_table, read_json
 
     ds = load_dataset(args.dataset, data_dir=args.data_dir, zca=args.zca)
     prior = SmallPrior(num_classes=ds.num_classes, image_shape=ds.image_shape,
@@ -100,7 +100,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = PriorTrainConfig(steps=args.steps, ae_steps=args.ae_steps if args.latent == "vae" else 0,
                               batch_size=args.batch_size, lr=args.lr, ae_lr=args.ae_lr, ema_decay=args.ema_decay,
                               p_uncond=args.p_uncond, seed=args.seed)
-    out = Path(args.out or f"priors/{ds.name}")
+    out = check_output(args.out or f"priors/{ds.name}", folder=True)
     t0 = time.time()
     prior, params, history = train_prior(
         prior, ds, config, out, resume=args.resume, sample_every=args.sample_every,
@@ -124,13 +124,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import numpy as np
 
     from jaxdd.generative import check_compatible, load_prior, to_dataset_space
-    from jaxdd.generative.training import generate
+    from jaxdd.generative.sampling import generate
     from jaxdd.sample.pool import make_pool
     from jaxdd.utils.images import save_class_grid
-    from jaxdd.utils.io import format_table, write_json
+    from jaxdd.utils.io import check_output, format_table, write_json
 
     if args.per_class < 1:
         raise ValueError(f"--per-class must be >= 1, got {args.per_class}")
+    check_output(args.out, folder=True)
     prior, params, meta = load_prior(args.prior)
     dataset_name = meta.get("dataset", {}).get("name", Path(args.prior).name)
     class_names = meta.get("dataset", {}).get("class_names") or [str(c) for c in range(prior.num_classes)]
@@ -144,8 +145,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         dataset_name, class_names, mean, std = ds.name, list(ds.class_names), ds.mean, ds.std
     labels = np.repeat(np.arange(prior.num_classes), args.per_class)
     t0 = time.time()
-    images = generate(prior, params, jax.random.key(args.seed), labels, num_steps=args.steps,
-                      guidance_scale=args.guidance, batch_size=args.batch_size, progress=not args.no_progress)
+    images = generate(prior, params, labels, jax.random.key(args.seed), steps=args.steps, cfg_scale=args.guidance,
+                      batch_size=args.batch_size, progress=not args.no_progress)
     seconds = time.time() - t0
     images = np.asarray(to_dataset_space(prior, images, mean, std), np.float32)
     config = {"command": "jaxdd prior sample", "prior": str(args.prior), "per_class": args.per_class,
@@ -157,7 +158,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
                                "guidance": args.guidance, "seed": args.seed}], config=config)
     out = Path(args.out)
     pool.save(out)
-    save_class_grid(out / "samples.png", pool.denormalized(), labels, prior.num_classes, min(args.per_class, 10))
+    save_class_grid(out / "samples.png", pool.denormalized(), labels, prior.num_classes, min(args.per_class, 10),
+                    class_names=class_names)
     rows = [{"class": c, "name": class_names[c], "samples": int(args.per_class)} for c in range(prior.num_classes)]
     summary = {"config": config, "per_class": rows}
     if args.classifier:

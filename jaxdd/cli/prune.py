@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxdd.cli._common import add_dataset_args, add_seed_arg
-from jaxdd.utils.io import format_table, write_json
+from jaxdd.utils.io import check_output, format_table, write_json
 
 
 def register(subparsers) -> None:
@@ -58,6 +58,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix != ".npz":
         raise ValueError(f"--out must name an .npz file, got {args.out}")
+    check_output(out)
     scores, indices, labels, score_config = read_scores(args.scores)
     ds = load_dataset(args.dataset, data_dir=args.data_dir, zca=args.zca)
     check_aligned(ds, scores, indices, labels)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxdd.cli._common import add_dataset_args, add_seed_arg
-from jaxdd.utils.io import format_table, save_npz, write_json
+from jaxdd.utils.io import check_output, format_table, save_npz, write_json
 
 
 def register(subparsers) -> None:
@@ -58,7 +58,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from jaxdd.train import TrainConfig
     from jaxdd.utils.images import histogram_figure, save_class_grid, save_figure
 
-    out = Path(args.out)
+    out = check_output(args.out, folder=True)
     config = {"command": "sample", **{k: v for k, v in vars(args).items() if k != "func"}}
     start = time.time()
     ds = load_dataset(args.dataset, data_dir=args.data_dir, zca=args.zca)
@@ -103,7 +103,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     distilled.save(out)
 
     view = ds.denormalize if ds.zca is not None else (lambda x: np.clip(x * ds.std + ds.mean, 0, 1))
-    save_class_grid(out / "chosen.png", view(distilled.images), distilled.labels, ds.num_classes)
+    save_class_grid(out / "chosen.png", view(distilled.images), distilled.labels, ds.num_classes,
+                    class_names=ds.class_names)
     fig = histogram_figure({"pool": tf.pool_transformed, "real": tf.real_transformed,
                             "chosen": tf.pool_transformed[indices.reshape(-1)]}, bins=np.linspace(0, 1, 11),
                            title=f"{ds.name} IPC {args.ipc}, target {args.target}",

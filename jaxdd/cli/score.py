@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxdd.cli._common import add_dataset_args, add_seed_arg
-from jaxdd.utils.io import format_table, save_npz, write_json
+from jaxdd.utils.io import check_output, format_table, save_npz, write_json
 
 
 def register(subparsers) -> None:
@@ -77,6 +77,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix != ".npz":
         raise ValueError(f"--out must name an .npz file, got {args.out}")
+    check_output(out)
     t0 = time.time()
     ds = load_dataset(args.dataset, data_dir=args.data_dir, zca=args.zca)
     net = create_network(args.model, num_classes=ds.num_classes, input_shape=ds.image_shape)
@@ -91,7 +92,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         config.update(checkpoint=str(args.checkpoint), step=args.step, checkpoint_metadata=meta)
         epochs = []
     else:
-        train = TrainConfig(lr=args.lr, batch_size=args.train_batch, lr_decay_at_half=False)
+        train = TrainConfig(lr=args.lr, batch_size=args.train_batch, schedule="constant")
         res = drivers.ensemble_scores(net, ds.x_train, ds.y_train, jax.random.key(args.seed), score=args.score,
                                       num_models=args.models, epochs=args.epochs,
                                       score_epochs=_epochs_list(args.score_epochs), train_config=train,

@@ -20,6 +20,48 @@ class DatasetError(ValueError):
     """A dataset could not be found, read or validated; the message says what to do."""
 
 
+def integer_labels(name: str, split: str, y: Any) -> np.ndarray:
+    """``y`` as int64 class indices, or :class:`DatasetError` naming the split (strings, fractions)."""
+    y = np.asarray(y)
+    if y.dtype.kind in "USO":
+        examples = ", ".join(repr(str(v)) for v in np.unique(y.astype(str))[:3])
+        raise DatasetError(f"{name}: {split} labels are strings ({examples} ...); labels must be integer class "
+                           "indices 0..K-1: convert them with `class_names, y = np.unique(y, return_inverse=True)` "
+                           "and save class_names next to them")
+    if not np.issubdtype(y.dtype, np.integer) and not (
+            np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0)):
+        raise DatasetError(f"{name}: {split} labels must be integer class indices, got dtype {y.dtype}")
+    return y.astype(np.int64)
+
+
+def classes_from_labels(name: str, y_train: Any, y_test: Any) -> tuple[str, ...]:
+    """Class names "0".."K-1" for a source that declares none, K = 1 + the largest training label.
+
+    Every class 0..K-1 must have a training image and every test label must be one of them, so a
+    stray label (99 among 0..9, or 7 in a test split of 3 classes) cannot silently add classes."""
+    ytr, yte = integer_labels(name, "train", y_train), integer_labels(name, "test", y_test)
+    if not ytr.size:
+        return ()
+    if ytr.min() < 0:
+        raise DatasetError(f"{name}: train labels must be class indices >= 0, got {ytr.min()}")
+    k = int(ytr.max()) + 1
+    missing = np.setdiff1d(np.arange(k), ytr)
+    if missing.size:
+        raise DatasetError(f"{name}: train labels go up to {k - 1} but classes {_listing(missing)} have no training "
+                           f"image (a stray label would add empty classes); relabel the classes as 0..K-1, e.g. "
+                           "`class_names, y = np.unique(y, return_inverse=True)`, or declare class_names")
+    outside = np.unique(yte[(yte < 0) | (yte >= k)])
+    if outside.size:
+        raise DatasetError(f"{name}: test labels {_listing(outside)} are not training classes (0..{k - 1}); fix those "
+                           "test labels or declare class_names covering every class")
+    return tuple(str(c) for c in range(k))
+
+
+def _listing(values: np.ndarray, n: int = 5) -> str:
+    shown = ", ".join(str(int(v)) for v in values[:n])
+    return shown + (f", ... ({len(values)} in all)" if len(values) > n else "")
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Dataset:
     name: str
@@ -108,22 +150,28 @@ def from_arrays(name: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np.
     ``x_*`` are NHWC (or NHW for grey images) arrays of uint8 in [0, 255] or floats in [0, 1].
     Per-channel mean/std are measured on the training split.
     """
-    def to_float(x: np.ndarray) -> np.ndarray:
+    def to_float(split: str, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
         if x.ndim == 3:
             x = x[..., None]
         if x.dtype == np.uint8:
             return x.astype(np.float32) / 255.0
         x = x.astype(np.float32)
+        finite = np.isfinite(x).reshape(len(x), -1).all(1)
+        if not finite.all():
+            bad = np.flatnonzero(~finite)
+            where = f"{name} ({source})" if source else name
+            raise DatasetError(f"{where}: {len(bad)} {split} image(s) contain NaN or inf pixels (image "
+                               f"{_listing(bad)}); fix or drop them in the source files")
         if x.size and (x.min() < -1e-6 or x.max() > 1.0 + 1e-6):
             raise DatasetError(f"{name}: float images must lie in [0, 1]; got [{x.min():.3g}, {x.max():.3g}]. "
                                "Pass uint8 images or scale them first.")
         return x
 
-    xtr, xte = to_float(x_train), to_float(x_test)
-    ytr, yte = np.asarray(y_train).astype(np.int32).ravel(), np.asarray(y_test).astype(np.int32).ravel()
+    xtr, xte = to_float("train", x_train), to_float("test", x_test)
     if class_names is None:
-        class_names = [str(i) for i in range(int(max(ytr.max(initial=0), yte.max(initial=0))) + 1)]
+        class_names = classes_from_labels(name, np.ravel(y_train), np.ravel(y_test))
+    ytr, yte = np.asarray(y_train).astype(np.int32).ravel(), np.asarray(y_test).astype(np.int32).ravel()
     if len(xtr) == 0:
         raise DatasetError(f"{name}: the training split is empty; a dataset needs training images")
     mean, std = channel_stats(xtr)

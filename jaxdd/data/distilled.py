@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -73,16 +75,34 @@ class DistilledSet:
             raise FileNotFoundError(
                 f"{folder} is not a distilled set: expected distilled.npz and distilled.json there "
                 "(written by `jaxdd distill`, `jaxdd sample` or DistilledSet.save)")
-        meta = read_json(meta_path)
+        fix = ("rewrite it with the command that made the set (a `jaxdd distill` run: the same command with "
+               "--resume rewrites distilled/ from its last checkpoint)")
+        try:
+            meta = read_json(meta_path)
+        except ValueError as err:
+            raise ValueError(f"{err}; {fix}") from None
+        if not isinstance(meta, dict) or not {"num_classes", "dataset", "mean", "std"} <= meta.keys():
+            raise ValueError(f"{meta_path} is not a distilled-set record (it needs num_classes, dataset, mean and "
+                             f"std); {fix}")
         if meta.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{folder}: distilled-set format version {meta.get('format_version')} is not "
                              f"supported (this jaxdd reads version {FORMAT_VERSION})")
-        with np.load(npz) as z:
-            lr = float(z["lr"]) if "lr" in z else None
-            return cls(images=z["images"], labels=z["labels"], num_classes=int(meta["num_classes"]),
-                       dataset=meta["dataset"], mean=np.asarray(meta["mean"], np.float32),
-                       std=np.asarray(meta["std"], np.float32), lr=lr, zca=bool(meta.get("zca")),
-                       config=meta.get("config", {}))
+        try:
+            with np.load(npz, allow_pickle=False) as z:
+                missing = {"images", "labels"} - set(z.files)
+                if missing:
+                    raise ValueError(f"{npz} lacks the arrays {sorted(missing)}; {fix}")
+                images, labels = z["images"], z["labels"]
+                lr = float(z["lr"]) if "lr" in z.files else None
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as err:
+            raise ValueError(f"{npz} is damaged ({type(err).__name__}: {err}); {fix}") from None
+        except ValueError as err:  # numpy: "cannot reshape", pickled data in a non-zip file ...
+            if str(err).startswith(str(npz)):
+                raise
+            raise ValueError(f"{npz} is damaged ({err}); {fix}") from None
+        return cls(images=images, labels=labels, num_classes=int(meta["num_classes"]), dataset=meta["dataset"],
+                   mean=np.asarray(meta["mean"], np.float32), std=np.asarray(meta["std"], np.float32), lr=lr,
+                   zca=bool(meta.get("zca")), config=meta.get("config", {}))
 
 
 def validate(images: Any, labels: Any, num_classes: int) -> None:

@@ -179,7 +179,7 @@ def ensemble_scores(net: Network, x: Any, y: Any, key: jax.Array, *, score: str 
     if not isinstance(num_models, int) or num_models < 1:
         raise ValueError(f"num_models must be a positive integer, got {num_models!r}")
     chosen = _score_epochs(epochs, score_epochs, score)
-    cfg = train_config or TrainConfig(lr_decay_at_half=False)
+    cfg = train_config or TrainConfig(schedule="constant")
     cfg = dataclasses.replace(cfg, epochs=epochs)
     trainer = Trainer(net, cfg, mesh=mesh)
     k_init, k_train = jax.random.split(key)

@@ -13,7 +13,9 @@ output gradient ``g_i = ∂ℓ_i/∂y_i`` (Goodfellow, 2015; Rochette et al., 20
   cost P·K·O) or by the Gram ("ghost") identity ``||∇W_i||² = Σ_{p,q} (a_p·a_q)(g_p·g_q)``
   (cost P²·(K+O)); the cheaper one is chosen per layer. ``||∇b_i||² = ||Σ_p g_p||²``.
 * ``GroupNorm`` / ``LayerNorm`` / ``BatchNorm`` (inference statistics) with affine
-  ``y = x̂·s + b``: ``∇s_i = Σ_p g_p ⊙ x̂_p``, ``∇b_i = Σ_p g_p``.
+  ``y = x̂·s + b``: ``∇s_i = Σ_p g_p ⊙ x̂_p``, ``∇b_i = Σ_p g_p`` over the positions p outside the
+  affine's (trailing) feature axes: channels for GroupNorm/BatchNorm, and none for a LayerNorm whose
+  affine spans (H, W, C) (``jaxdd.models.layers.Norm("layernorm")``).
 
 The squared contributions are summed over layers and square-rooted. A layer called several times
 (shared weights) sums its per-example gradients over calls before the norm. Parameters that no
@@ -79,7 +81,7 @@ class _Call:
     path: tuple[str, ...]  # module path == path of its parameters in variables["params"]
     kind: str             # "conv", "dense" or "norm"
     params: tuple[str, ...]  # parameter names owned by the layer ("kernel", "bias", "scale")
-    config: tuple = ()    # conv: (kernel_size, strides, padding)
+    config: tuple = ()    # conv: (kernel_size, strides, padding); norm: (number of trailing feature axes,)
 
 
 def _classify(module: nn.Module, args, kwargs):
@@ -100,12 +102,15 @@ def _classify(module: nn.Module, args, kwargs):
                 f"BatchNorm layer {'/'.join(module.path)} runs in training mode, where it mixes the "
                 "examples of a batch and per-example gradients are undefined; score the network in "
                 "inference mode (train=False, running statistics)")
-        return ("norm", ()) if module.axis in (-1, (-1,)) else None
+        return ("norm", (1,)) if module.axis in (-1, (-1,)) else None
     if isinstance(module, nn.GroupNorm):
-        return "norm", ()
+        return "norm", (1,)
     if isinstance(module, nn.LayerNorm):
-        ok = module.feature_axes in (-1, (-1,)) and module.reduction_axes in (-1, (-1,))
-        return ("norm", ()) if ok else None
+        ndim = args[0].ndim
+        canon = lambda a: tuple(sorted(i % ndim for i in ((a,) if isinstance(a, int) else a)))  # noqa: E731
+        feat = canon(module.feature_axes)
+        trailing = feat == tuple(range(ndim - len(feat), ndim)) and 0 not in feat
+        return ("norm", (len(feat),)) if trailing and canon(module.reduction_axes) == feat else None
     return None
 
 
@@ -262,15 +267,16 @@ def _dense_weight_sq(a, g, method) -> jax.Array:
     return _sq(jnp.einsum("bpk,bpo->bko", a, g, precision=jax.lax.Precision.HIGHEST))
 
 
-def _rows(v: jax.Array, batch: int) -> jax.Array:
-    """(B, P, last) view of a layer array: every position of example i in row i.
+def _rows(v: jax.Array, batch: int, feature_axes: int = 1) -> jax.Array:
+    """(B, P, F) view of a layer array: every position of example i in row i, F the product of the
+    last ``feature_axes`` axes.
 
     A leading axis of k·B (e.g. tokens flattened with ``reshape((-1, D))`` from (B, N, D)) is read
     batch-major: k consecutive rows per example."""
     if v.shape[0] % batch:
         raise ValueError(f"a layer saw a leading axis of {v.shape[0]}, not a multiple of the batch {batch}: "
                          "per-example gradients need layers whose inputs keep examples separate")
-    return v.reshape(batch, -1, v.shape[-1])
+    return v.reshape(batch, -1, math.prod(v.shape[v.ndim - feature_axes:]))
 
 
 def _layer_sq_norms(calls: Sequence[_Call], records, grads, method, batch: int) -> dict[tuple[str, ...], jax.Array]:
@@ -286,11 +292,12 @@ def _layer_sq_norms(calls: Sequence[_Call], records, grads, method, batch: int) 
         c0 = group[0]
         gs = [grads[c.key] for c in group]
         rs = [records[c.key] for c in group]
+        feat = c0.config[0] if c0.kind == "norm" else 1
         if "bias" in c0.params:
-            out[path + ("bias",)] = _sq(sum(_rows(g, batch).sum(1) for g in gs))
+            out[path + ("bias",)] = _sq(sum(_rows(g, batch, feat).sum(1) for g in gs))
         if c0.kind == "norm":
             if "scale" in c0.params:
-                out[path + ("scale",)] = _sq(sum(_rows(g * r, batch).sum(1) for g, r in zip(gs, rs)))
+                out[path + ("scale",)] = _sq(sum(_rows(g * r, batch, feat).sum(1) for g, r in zip(gs, rs)))
             continue
         if "kernel" not in c0.params:
             continue

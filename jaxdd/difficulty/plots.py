@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 
 from jaxdd.data.dataset import Dataset
-from jaxdd.utils.images import save_figure, save_image_grid
+from jaxdd.utils.images import labelled_grid, save_figure, save_png
 
 
 def extremes(scores: np.ndarray, labels: np.ndarray, num_classes: int, per_class: int
@@ -26,19 +26,19 @@ def extremes(scores: np.ndarray, labels: np.ndarray, num_classes: int, per_class
 
 
 def save_extremes_grid(path: str | os.PathLike, dataset: Dataset, scores: np.ndarray, per_class: int = 8) -> str:
-    """PNG: one row per class, its ``per_class`` easiest examples (easiest first), a blank column,
-    then its ``per_class`` hardest (hardest first)."""
+    """PNG: one column per class (its name on top): its ``per_class`` easiest examples (easiest
+    first, rows "easy 1".."easy k"), a blank row, then its ``per_class`` hardest (hardest first,
+    rows "hard 1".."hard k")."""
     scores = np.asarray(scores, np.float64)
-    shape = dataset.image_shape
-    blank = np.ones(shape, np.float32)
-    tiles = []
-    for easy, hard in extremes(scores, dataset.y_train, dataset.num_classes, per_class):
-        row = [dataset.denormalize(dataset.x_train[i][None])[0] for i in easy]
-        row += [blank] * (per_class - len(easy)) + [blank]
-        row += [dataset.denormalize(dataset.x_train[i][None])[0] for i in hard]
-        row += [blank] * (per_class - len(hard))
-        tiles.extend(row)
-    return save_image_grid(path, np.stack(tiles), nrow=2 * per_class + 1)
+    blank = np.ones((1, *dataset.image_shape), np.float32)
+
+    def filled(idx: np.ndarray) -> np.ndarray:  # per_class images, blank where a class has fewer
+        return np.concatenate([dataset.denormalize(dataset.x_train[idx]), np.repeat(blank, per_class - len(idx), 0)])
+
+    columns = [np.concatenate([filled(easy), blank, filled(hard)])
+               for easy, hard in extremes(scores, dataset.y_train, dataset.num_classes, per_class)]
+    rows = [f"easy {i + 1}" for i in range(per_class)] + [""] + [f"hard {i + 1}" for i in range(per_class)]
+    return save_png(path, labelled_grid(columns, dataset.class_names, rows))
 
 
 def histogram_grid_figure(scores: np.ndarray, labels: np.ndarray, class_names: Sequence[str], bins: int = 30,

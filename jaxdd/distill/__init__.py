@@ -43,6 +43,9 @@ and its evaluation table)::
   compiled step (a frozen dataclass of network, config and mesh does this).
 * The driver's NaN guard checks every floating leaf of the state after each update, so any
   non-finite learnable tensor stops the run with the last good checkpoint kept.
+* Optional: ``extendable = False`` on a method whose ``update`` depends on the total
+  ``config.iterations`` (e.g. a schedule over the whole run); ``--resume`` then refuses a changed
+  ``--iterations`` instead of continuing a finished run.
 
 Register the method so ``jaxdd distill --method NAME`` and ``build_method`` find it::
 

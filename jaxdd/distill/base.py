@@ -270,9 +270,20 @@ def method_config(name: str, **overrides: Any) -> Any:
     return spec.config_cls(**overrides)
 
 
-def build_method(name: str, network: Network, mesh: Mesh | None = None, **overrides: Any) -> Method:
-    """``build_method("dc", net, ipc=10, sdc=0.1)``: the registered method with its config."""
-    return method_spec(name).build(network, method_config(name, **overrides), mesh=mesh)
+def build_method(name: str, network: Network, mesh: Mesh | None = None, dataset: Any = None,
+                 **overrides: Any) -> Method:
+    """``build_method("dc", net, ipc=10, sdc=0.1)``: the registered method with its config.
+
+    ``dataset`` (a ``Dataset`` or its name) picks the reference DSA strategy of a method with
+    ``dsa`` and no ``dsa_strategy`` given (``jaxdd.augment.default_strategy``: no ``flip`` for digit
+    datasets); without it such a method falls back on its own default."""
+    config = method_config(name, **overrides)
+    if (dataset is not None and getattr(config, "dsa", False) and getattr(config, "dsa_strategy", "") is None
+            and not isinstance(dataset, int)):
+        from jaxdd.augment import default_strategy
+
+        config = dataclasses.replace(config, dsa_strategy=default_strategy(dataset))
+    return method_spec(name).build(network, config, mesh=mesh)
 
 
 def config_dict(config: Any) -> dict:

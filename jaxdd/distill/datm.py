@@ -8,16 +8,22 @@ Guo et al., "Towards Lossless Dataset Distillation via Difficulty-Aligned Trajec
     ``hi = min(current_max_start_epoch + ⌊(max_start_epoch − current_max_start_epoch) · it /
     expansion_end_epoch⌋, max_start_epoch)``: early trajectories (easy patterns) first, later ones
     (hard patterns) added as distillation goes on; small IPC should keep the window early.
-(b) **Soft labels**: one row of label logits per synthetic image, initialised with the logits of an
-    expert (``label_expert`` at ``label_epoch``) and learned by SGD (``lr_y``, ``momentum_y``); the
-    student trains with soft cross-entropy on ``softmax(logits)`` (the reference ``SoftCrossEntropy``)
-    and the distilled set stores those probability rows. Images are initialised from real samples
-    the same expert classifies correctly: per class, ``init_pool`` random real images are scored,
-    correctly classified ones are taken in random order; if fewer than ``ipc`` are correct the rest are
-    the remaining ones with the highest probability of their class (the reference keeps drawing
-    batches and experts instead).
-(c) **Skipped updates**: if the iteration's loss exceeds ``skip_threshold`` the images, labels, lr
-    and optimiser states stay unchanged (the key and the step counter advance).
+(b) **Soft labels**: one row of label logits per synthetic image, learned by SGD (``lr_y``,
+    ``momentum_y``); the student trains with soft cross-entropy on ``softmax(logits)`` (the
+    reference ``SoftCrossEntropy``) and the distilled set stores those probability rows. Images are
+    initialised from real samples the expert ``label_expert`` (at ``label_epoch``, default the last)
+    classifies correctly: per class, ``init_pool`` random real images are scored, correctly
+    classified ones are taken in random order; if fewer than ``ipc`` are correct the rest are the
+    remaining ones with the highest probability of their class (the reference keeps drawing batches
+    and experts instead). The label logits start as in the reference ``DATM.py``
+    (``pix_init="samples_predicted_correctly"``): the logits of every expert at ``label_epoch`` are
+    computed on each selected image and averaged over the experts that classify it correctly,
+    :func:`average_correct_logits` (an image no expert gets right, possible only through the fallback
+    above, takes the mean over all experts).
+(c) **Skipped updates**: if the iteration's loss exceeds ``skip_threshold`` (default 1.0, the
+    ``threshold`` of the DATM configs; 1.1 in their CIFAR-10 IPC 1 config) the images, labels, lr and
+    optimiser states stay unchanged (the key and the step counter advance), as the reference's
+    ``if grand_loss <= args.threshold: step()``.
 Evaluated with the ``datm`` preset (soft cross-entropy, the learned lr, batch 128).
 """
 
@@ -37,6 +43,17 @@ from jaxdd.distill.mtt import TABLE_FIELDS, MTTConfig, TrajectoryMatching, Traje
 from jaxdd.models import Network
 
 
+def average_correct_logits(logits: Any, labels: Any) -> np.ndarray:
+    """DATM's initial soft labels: ``logits`` (K experts, n, C) averaged, per image, over the experts
+    whose argmax equals ``labels`` (n,): ``Σ_k m_ki z_ki / Σ_k m_ki`` with ``m_ki = [argmax z_ki = y_i]``
+    (reference ``DATM.py``); images no expert gets right take the mean over all K experts."""
+    logits = np.asarray(logits, np.float64)
+    correct = logits.argmax(-1) == np.asarray(labels)[None]  # (K, n)
+    count = correct.sum(0)
+    avg = np.einsum("kn,knc->nc", correct, logits) / np.maximum(count, 1)[:, None]
+    return np.where((count > 0)[:, None], avg, logits.mean(0)).astype(np.float32)
+
+
 def start_window(step: Any, min_start_epoch: int, current_max_start_epoch: int, max_start_epoch: int,
                  expansion_end_epoch: int) -> tuple[Any, Any]:
     """DATM's window ``(lo, hi)`` at iteration ``step`` (start epochs ``lo..hi-1``; see module doc).
@@ -54,10 +71,10 @@ class DATMConfig(MTTConfig):
     expansion_end_epoch: int | None = None  # iteration at which the window reaches max_start_epoch
     lr_y: float | None = None  # lr of the soft-label logits
     momentum_y: float = 0.9  # (open) SGD momentum of the label logits
-    label_expert: int = 0  # expert whose logits initialise the labels (and select the images)
-    label_epoch: int | None = None  # its epoch (None: the last epoch of the buffer)
+    label_expert: int = 0  # expert that selects the correctly classified initial images
+    label_epoch: int | None = None  # epoch of the experts whose logits give the labels (None: the last)
     init_pool: int = 256  # real images per class scored to find correctly classified ones
-    skip_threshold: float | None = None  # skip the update when the loss exceeds it (None: never)
+    skip_threshold: float | None = 1.0  # skip the update when the loss exceeds it (None: never)
     eval_preset: str = "datm"
 
     method: ClassVar[str] = "datm"
@@ -79,6 +96,8 @@ class DATMConfig(MTTConfig):
             raise ValueError(f"DATMConfig: momentum_y must lie in [0, 1), got {self.momentum_y}")
         if not isinstance(self.label_expert, int) or self.label_expert < 0:
             raise ValueError(f"DATMConfig: label_expert must be a non-negative integer, got {self.label_expert!r}")
+        if self.skip_threshold is not None and not self.skip_threshold > 0:
+            raise ValueError(f"DATMConfig: skip_threshold must be > 0 or None (never skip), got {self.skip_threshold}")
         if self.label_epoch is not None and (not isinstance(self.label_epoch, int) or self.label_epoch < 0):
             raise ValueError(f"DATMConfig: label_epoch must be a non-negative integer or None, got {self.label_epoch!r}")
 
@@ -108,16 +127,22 @@ class DATM(TrajectoryMatching):
     def _label_optimizer(self):
         return optax.sgd(self.config.lr_y, momentum=self.config.momentum_y or None)
 
-    def label_expert_variables(self) -> dict:
+    def expert_variables(self, expert: int) -> dict:
+        """Expert ``expert``'s variables at ``label_epoch`` (non-parameter collections zero: the
+        buffer stores parameters only)."""
         cfg = self.config
         epoch = self.buffer.num_epochs if cfg.label_epoch is None else cfg.label_epoch
-        params = self.buffer.params(cfg.label_expert, epoch, self.network)
+        params = self.buffer.params(expert, epoch, self.network)
         shapes = jax.eval_shape(self.network.init, jax.random.key(0))
         rest = {k: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), v) for k, v in shapes.items() if k != "params"}
         return {**rest, "params": params}
 
+    def label_expert_variables(self) -> dict:
+        """The variables of ``label_expert`` (which selects the initial images)."""
+        return self.expert_variables(self.config.label_expert)
+
     def init(self, key: jax.Array, real: RealData) -> TrajectoryState:
-        """Correctly classified real images per class and the expert's logits on them (soft labels)."""
+        """Correctly classified real images per class and the experts' averaged logits on them."""
         self._check_real(real)
         cfg = self.config
         real.check_ipc(cfg.ipc)
@@ -125,20 +150,23 @@ class DATM(TrajectoryMatching):
         c = real.num_classes
         n = int(min(real.min_count, max(cfg.init_pool, cfg.ipc)))
         pool, _ = real.sample(k_pool, n)  # (C, n, ...) distinct images per class, random order
-        variables = self.label_expert_variables()
         # train mode, as the student steps (BatchNorm: batch statistics; the buffer stores no running ones)
         expert = jax.jit(lambda v, x: self.network.apply(v, x, train=True)[0])
+        variables = self.label_expert_variables()
         logits = np.stack([np.asarray(expert(variables, pool[cl])) for cl in range(c)])  # (C, n, C)
-        images, label_logits = [], []
+        images = []
         for cl in range(c):
             prob = np.asarray(jax.nn.softmax(logits[cl], -1))[:, cl]
             correct = logits[cl].argmax(-1) == cl
             # correct ones first (keeping the random order), then the others by decreasing p(class)
             order = np.lexsort((np.where(correct, 0.0, -prob), ~correct))[: cfg.ipc]
             images.append(np.asarray(pool[cl])[order])
-            label_logits.append(logits[cl][order])
-        images = jnp.asarray(np.concatenate(images), jnp.float32)
-        label_logits = jnp.asarray(np.concatenate(label_logits), jnp.float32)
+        images = np.stack(images)  # (C, ipc, ...)
+        all_logits = np.stack([np.concatenate([np.asarray(expert(self.expert_variables(k), images[cl]))
+                                               for cl in range(c)]) for k in range(self.num_experts)])
+        labels = np.repeat(np.arange(c), cfg.ipc)
+        label_logits = jnp.asarray(average_correct_logits(all_logits, labels))
+        images = jnp.asarray(images.reshape((c * cfg.ipc,) + images.shape[2:]), jnp.float32)
         return self._state(key, images, label_logits, self._label_optimizer().init(label_logits))
 
     def train_labels(self, labels: jax.Array) -> jax.Array:

@@ -21,7 +21,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxdd.difficulty import grand_reference, per_example_loss
+from jaxdd.difficulty import grad_norms, per_example_loss
 from jaxdd.models import Network, Variables
 
 METRICS = ("ours", "mse", "cos")
@@ -50,8 +50,10 @@ def _channel_rows(g: jax.Array) -> jax.Array:
 def layer_distance(g_syn: jax.Array, g_real: jax.Array) -> jax.Array:
     """Σ over output channels of ``1 - cos(g_syn[o], g_real[o])`` for one parameter tensor.
 
-    Rows are the flattened per-output-channel gradients; 1-D tensors (biases, norm scales)
-    contribute 0, exactly as ``distance_wb`` in the DC reference code.
+    Rows are the flattened per-output-channel (last-axis) gradients, as ``distance_wb`` in the DC
+    reference code: conv kernels (HWIO) and dense kernels (IO) give one row per output, a LayerNorm
+    affine over a feature map ((H, W, C), the reference's (C, H, W)) one row of H·W per channel;
+    1-D tensors (biases, per-channel norm scales) contribute 0.
     """
     if g_real.ndim <= 1:
         return jnp.zeros((), jnp.float32)
@@ -221,30 +223,41 @@ def distribution_match_loss(net: Network, variables: Variables, x_real: jax.Arra
 def per_example_grad_norms(net: Network, variables: Variables, x: jax.Array, y: jax.Array) -> jax.Array:
     """``‖∇_θ ℓ(f_θ(x_i), y_i)‖₂`` over all parameters for every example (inference mode).
 
-    The one place SDC and the synthetic-set difficulty tracking take per-example norms. It uses
-    ``jaxdd.difficulty.grand_reference`` (``vmap(grad)``), whose gradient w.r.t. ``x`` is exact;
-    the fast ``jaxdd.difficulty.grad_norms`` gives the same values but (as of this writing) stops
-    the gradient through the recorded layer inputs, so its ``d/dx`` is wrong for SDC. Switch to it
-    here once ``tests/test_distill_losses.py::test_total_loss_gradient_matches_finite_differences``
-    passes with it.
-    """
-    return grand_reference(net, variables, x, y)
+    The one place SDC and the synthetic-set difficulty tracking take per-example norms:
+    ``jaxdd.difficulty.grad_norms`` (one forward and one batched backward pass, exact; its gradient
+    w.r.t. ``x`` equals that of the ``vmap(grad)`` reference, ``grand_reference``)."""
+    return grad_norms(net, variables, x, y)
 
 
 def sdc_penalty(net: Network, variables: Variables, x: jax.Array, y: jax.Array, mode: str = "mean",
-                squared: bool = False) -> jax.Array:
+                squared: bool = False, train: bool = False) -> jax.Array:
     """SDC's sample-difficulty penalty on a synthetic batch, with the matching loss's network state.
 
     * ``mean``: ``mean_i ‖∇_θ ℓ(f_θ(x_i), y_i)‖₂`` (per-example GraNd; spec section 4);
     * ``batch``: ``‖∇_θ mean_i ℓ(f_θ(x_i), y_i)‖₂`` (norm of the batch gradient).
     ``squared`` uses ``‖·‖²`` instead of ``‖·‖``. The method adds ``λ ·`` this to its loss.
+
+    ``train`` must match the matching loss: ``False`` evaluates the network in inference mode with
+    ``variables`` as given (DC/DSA, whose BatchNorm statistics are set from real images);
+    ``True`` normalises BatchNorm layers with the statistics of ``x`` itself, as a train-mode pass
+    does (DM's embedding, MTT/DATM's student steps): ``batch`` takes the exact train-mode gradient;
+    ``mean`` takes per-example gradients of the network normalising with those batch statistics
+    held fixed (with batch statistics the examples are coupled and per-example gradients are
+    otherwise undefined), :meth:`jaxdd.models.Network.batch_statistics`. Without BatchNorm both
+    modes are the same.
     """
     if mode not in SDC_MODES:
         raise ValueError(f"unknown SDC mode {mode!r}; choose one of {SDC_MODES}")
+    bn = train and "batch_stats" in variables
     if mode == "mean":
-        norms = per_example_grad_norms(net, variables, x, y)
+        norms = per_example_grad_norms(net, net.batch_statistics(variables, x) if bn else variables, x, y)
     else:
-        g = jax.grad(cross_entropy, argnums=1)(net, variables["params"], variables, x, y)
+        def mean_loss(params):
+            if bn:
+                return jnp.mean(per_example_loss(net.apply({**variables, "params": params}, x, train=True)[0], y))
+            return cross_entropy(net, params, variables, x, y)
+
+        g = jax.grad(mean_loss)(variables["params"])
         norms = safe_norm(jnp.concatenate([leaf.ravel() for leaf in jax.tree.leaves(g)]))
     return jnp.mean(jnp.square(norms) if squared else norms)
 

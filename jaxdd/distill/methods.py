@@ -15,7 +15,9 @@
 
 All three optionally add SDC, ``λ · penalty`` with :func:`~jaxdd.distill.losses.sdc_penalty`
 evaluated with the network state of the matching loss on the synthetic images exactly as the
-matching loss sees them (DSA-augmented for DSA/DM), and use per-real-example difficulty weights
+matching loss sees them (DSA-augmented for DSA/DM): DC/DSA in inference mode with the BatchNorm
+statistics set from real images, DM with BatchNorm normalising by the statistics of the whole
+synthetic batch (``train=True``, as DM's embedding); and use per-real-example difficulty weights
 (``RealData.weights``) in the real gradient (DC/DSA) or the real class means (DM).
 
 Everything runs for all classes at once: per-class losses are vmapped; the outer and inner loops
@@ -46,7 +48,7 @@ from jaxdd.distill import losses
 from jaxdd.distill.base import (INITS, MEMORY_FRACTION, RealData, available_memory_bytes, choose_class_batch,
                                 compiled_memory_bytes, init_images, register_method)
 from jaxdd.models import Network
-from jaxdd.train import Trainer, TrainConfig, epoch_batches
+from jaxdd.train import Trainer, TrainConfig, epoch_batches, epoch_tail
 
 # (ipc, outer_loop, inner_loop): the reference ``get_loops`` table
 DC_LOOPS = ((1, 1, 1), (10, 10, 50), (20, 20, 25), (30, 30, 20), (40, 40, 15), (50, 50, 10))
@@ -87,7 +89,7 @@ class MatchingConfig:
     momentum: float = 0.5
     batch_real: int = 256  # real images per class per matching step
     dsa: bool = False
-    dsa_strategy: str | None = None  # None: jaxdd.augment.default_strategy(image channels)
+    dsa_strategy: str | None = None  # None: by dataset (build_method(dataset=...)), else with flip
     sdc: float = 0.0  # SDC λ
     sdc_mode: str = "mean"  # "mean" per-example norms or "batch" gradient norm
     sdc_squared: bool = False
@@ -238,14 +240,15 @@ class _ImageMethod:
 
         return compiled_memory_bytes(jax.jit(step).lower(*args).compile())
 
-    def _with_sdc(self, match: jax.Array, variables, x_syn: jax.Array, labels: jax.Array):
-        """``match + λ·SDC`` and the metrics; ``x_syn`` (C, m, ...) as the matching loss saw it."""
+    def _with_sdc(self, match: jax.Array, variables, x_syn: jax.Array, labels: jax.Array, train: bool = False):
+        """``match + λ·SDC`` and the metrics; ``x_syn`` (C, m, ...) as the matching loss saw it (one
+        batch of all classes; ``train``: BatchNorm on its batch statistics, as the matching loss)."""
         num_classes = x_syn.shape[0]
         metrics = {"loss": match / num_classes}
         if self.config.sdc > 0:
             flat = x_syn.reshape((-1,) + x_syn.shape[2:])
             pen = losses.sdc_penalty(self.network, variables, flat, labels, self.config.sdc_mode,
-                                     self.config.sdc_squared)
+                                     self.config.sdc_squared, train=train)
             metrics["sdc"] = pen
             return match + self.config.sdc * pen, metrics
         return match, metrics
@@ -265,26 +268,31 @@ class GradientMatching(_ImageMethod):
         cfg = self.config
         return Trainer(self.network, TrainConfig(
             lr=cfg.lr_net, momentum=0.0, weight_decay=0.0, batch_size=cfg.batch_train, epochs=max(cfg.inner_loop, 1),
-            lr_decay_at_half=False, augment=cfg.dsa_strategy if cfg.dsa else None))
+            schedule="constant", augment=cfg.dsa_strategy if cfg.dsa else None))
 
     def train_network(self, variables, images: jax.Array, labels: jax.Array, key: jax.Array):
         """``inner_loop`` epochs of SGD (lr_net, no momentum) on the synthetic set (reference
-        ``epoch('train', ...)``); epoch e uses ``split(key, inner_loop)[e]`` for its order and
-        per-sample DSA. Minibatches follow ``jaxdd.train.epoch_batches`` (last batch wrapped)."""
+        ``epoch('train', ...)`` over a shuffling ``DataLoader``); epoch e uses ``split(key,
+        inner_loop)[e]`` for its order and per-sample DSA. Minibatches follow
+        ``jaxdd.train.epoch_batches`` and ``epoch_tail`` (a shorter last batch, as the reference)."""
         trainer = self._trainer()
         n = images.shape[0]
         b, steps = trainer.batch_layout(n)
         lr = jnp.float32(self.config.lr_net)
 
+        def step(carry, inp):
+            idx, k_step = inp
+            v, buf, _ = trainer.model_step(*carry, images[idx], labels[idx], k_step, lr)
+            return (v, buf), None
+
         def epoch(carry, k):
             k_perm, k_aug = jax.random.split(k)
-
-            def step(carry, inp):
-                idx, k_step = inp
-                v, buf, _ = trainer.model_step(*carry, images[idx], labels[idx], k_step, lr)
-                return (v, buf), None
-
-            return jax.lax.scan(step, carry, (epoch_batches(k_perm, n, b), jax.random.split(k_aug, steps)))[0], None
+            aug = jax.random.split(k_aug, steps)
+            full = epoch_batches(k_perm, n, b, "short")
+            carry = jax.lax.scan(step, carry, (full, aug[: full.shape[0]]))[0]
+            if trainer.tail_size(n):
+                carry = step(carry, (epoch_tail(k_perm, n, b), aug[-1]))[0]
+            return carry, None
 
         buf = jax.tree.map(jnp.zeros_like, variables["params"])
         (variables, _), _ = jax.lax.scan(epoch, (variables, buf), jax.random.split(key, self.config.inner_loop))
@@ -361,7 +369,7 @@ class DistributionMatching(_ImageMethod):
         x_real, x_syn = self._siamese(key, x_real, x_syn)
         match = losses.distribution_match_loss(self.network, variables, x_real, x_syn, real_weights, train=True,
                                                real_chunk=(plan or (None, None))[1])
-        return self._with_sdc(match, variables, x_syn, labels)
+        return self._with_sdc(match, variables, x_syn, labels, train=True)
 
     def update(self, state: ImageState, real: RealData) -> tuple[ImageState, dict[str, jax.Array]]:
         plan = self.memory_plan(real)

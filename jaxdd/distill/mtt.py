@@ -67,7 +67,7 @@ class MTTConfig:
     batch_syn: int | None = None  # student mini-batch (None: the whole synthetic set)
     init: str = "real"
     dsa: bool = True
-    dsa_strategy: str | None = None  # None: jaxdd.augment.default_strategy(channels)
+    dsa_strategy: str | None = None  # None: jaxdd.augment.default_strategy(the buffer's dataset)
     memory: str = "remat"  # unroll | remat | tesla (same gradient, different memory)
     checkpoint_every: int | str | None = "sqrt"  # tesla: stored student states every K steps
     max_experts: int | None = None  # use only the first experts of the buffer
@@ -117,15 +117,16 @@ class MTTConfig:
     TABLE_FIELDS: ClassVar[tuple[str, ...]] = TABLE_FIELDS
 
 
-def resolve_config(config: MTTConfig, buffer: ExpertBuffer, channels: int) -> MTTConfig:
+def resolve_config(config: MTTConfig, buffer: ExpertBuffer) -> MTTConfig:
     """Fill ``None`` table fields from the authors' row (``config.defaults`` or the buffer's
-    dataset), the DSA strategy from the channels, and ``lr_teacher`` from the authors' row."""
+    dataset), the DSA strategy from the buffer's dataset (``jaxdd.augment.default_strategy``), and
+    ``lr_teacher`` from the authors' row."""
     fields, source = authors_defaults(config.method, config.defaults or buffer.index["dataset"]["name"], config.ipc)
     changes = {f: fields[f] for f in type(config).TABLE_FIELDS if getattr(config, f) is None and f in fields}
     if config.dsa and config.dsa_strategy is None:
         from jaxdd.augment import default_strategy
 
-        changes["dsa_strategy"] = default_strategy(int(channels))
+        changes["dsa_strategy"] = default_strategy(buffer.index["dataset"])
     changes["defaults_source"] = source
     return dataclasses.replace(config, **changes)
 
@@ -165,7 +166,7 @@ class TrajectoryMatching:
         config = self.config
         if config.buffer is None:
             config = dataclasses.replace(config, buffer=str(buffer.path))
-        config = resolve_config(config, buffer, int(self.network.input_shape[-1]))
+        config = resolve_config(config, buffer)
         object.__setattr__(self, "buffer", buffer)
         object.__setattr__(self, "config", config)
         self._check_epochs()

@@ -22,7 +22,8 @@ statistics, as the reference ``student_net.train()``).
 
 The second term is SDC on trajectories (Wang et al. 2024, spec §4): the gradient-norm penalty of
 the synthetic batch at every student state, :func:`jaxdd.distill.losses.sdc_penalty` (``mean`` per
-example or ``batch`` gradient norm, optionally squared), averaged over the steps; ``λ = 0`` drops it.
+example or ``batch`` gradient norm, optionally squared) in the student's train mode (BatchNorm on
+the batch's statistics, like the step's loss), averaged over the steps; ``λ = 0`` drops it.
 
 **Memory modes** (all give the same value and the same gradient w.r.t. images, soft labels and α):
 
@@ -157,7 +158,9 @@ class StudentStep:
         new = jax.tree.map(lambda p, g: p - z["lr"].astype(p.dtype) * g, params, grads)
         if self.sdc_mode is None:
             return new, jnp.zeros((), jnp.float32)
-        pen = sdc_penalty(self.net, {**consts["variables"], "params": params}, x, y, self.sdc_mode, self.sdc_squared)
+        # the student's network state: train mode (BatchNorm on this batch's statistics)
+        pen = sdc_penalty(self.net, {**consts["variables"], "params": params}, x, y, self.sdc_mode, self.sdc_squared,
+                          train=True)
         return new, pen.astype(jnp.float32)
 
 
@@ -290,8 +293,8 @@ def trajectory_loss(net: Network, images: jax.Array, labels: jax.Array, syn_lr: 
     ``syn_lr`` the learnable step size α (scalar); ``start_params`` / ``target_params`` the
     expert's parameters at epochs t and t+M (pytrees like ``net.init(key)["params"]``);
     ``key`` draws the :func:`student_plan`. ``variables`` supplies non-parameter collections
-    (BatchNorm statistics; unused in train mode but needed for the structure; default: from
-    ``net.init``). With ``mesh`` every student batch is split over the ``data`` axis
+    (BatchNorm running statistics: the student steps and SDC run in train mode and never read
+    them, they only give the structure; default: zeros shaped like ``net.init``'s). With ``mesh`` every student batch is split over the ``data`` axis
     (``batch_syn`` must be a multiple of the mesh size). Returns ``(loss, aux)`` with aux
     ``{"match", "sdc", "start_distance"}``. Differentiable w.r.t. images, soft labels and ``syn_lr``
     in every memory mode, with the same gradient.

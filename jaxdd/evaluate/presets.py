@@ -3,8 +3,9 @@
 A preset fixes the SGD recipe used to train fresh networks on the set (``jaxdd.train``):
 
 ================  =====================================================================================
-``dc``            SGD lr 0.01, momentum 0.9, weight decay 5e-4, batch 256, 300 epochs, lr x0.1 at half,
-                  no augmentation (DC, Zhao et al. ICLR 2021)
+``dc``            SGD lr 0.01, momentum 0.9, weight decay 5e-4, batch 256, Epoch = 300 (301 epochs trained,
+                  lr x0.1 after epoch 151 with fresh momentum: the reference ``evaluate_synset``), no
+                  augmentation (DC, Zhao et al. ICLR 2021)
 ``dc-dsa``        as ``dc`` with 1000 epochs and per-sample DSA augmentation (DSA, Zhao & Bilen ICML 2021;
                   also used for DM sets). Aliases ``dsa``, ``dm``.
 ``mtt``           as ``dc-dsa``, lr = the set's learned synthetic lr (MTT, Cazenavette et al. CVPR 2022)
@@ -13,9 +14,12 @@ A preset fixes the SGD recipe used to train fresh networks on the set (``jaxdd.t
                   of the real training data (one model per candidate), then ``num_models`` trained with it
 ================  =====================================================================================
 
-The DSA strategy follows the dataset: ``color_crop_cutout_scale_rotate`` (no flip) for MNIST-like,
-SVHN and grey-image datasets, ``color_crop_cutout_flip_scale_rotate`` otherwise
-(``jaxdd.augment.default_strategy``, as the reference drops ``flip`` for every "MNIST" dataset).
+The DSA strategy follows the dataset: ``color_crop_cutout_scale_rotate`` (no flip) for digit
+datasets (MNIST and its variants, SVHN), ``color_crop_cutout_flip_scale_rotate`` otherwise,
+Fashion-MNIST included (``jaxdd.augment.default_strategy``, the reference README's rule).
+
+``epochs`` is the reference ``epoch_eval_train``: under the default ``reference`` schedule
+``epochs + 1`` epochs are trained (301 for ``dc``, 1001 for ``dc-dsa``), see ``jaxdd.train``.
 """
 
 from __future__ import annotations
@@ -53,20 +57,19 @@ class Preset:
 
 
 def dsa_strategy(dataset) -> str:
-    """The reference DSA strategy for a :class:`jaxdd.data.Dataset` (name, source, channels)."""
-    from jaxdd.augment import DEFAULT_STRATEGY, NO_FLIP_STRATEGY, default_strategy
+    """The reference DSA strategy for a :class:`jaxdd.data.Dataset` (by its name and source)."""
+    from jaxdd.augment import default_strategy
 
-    votes = {default_strategy(dataset.name), default_strategy(dataset.source or dataset.name),
-             default_strategy(int(dataset.image_shape[-1]))}
-    return NO_FLIP_STRATEGY if NO_FLIP_STRATEGY in votes else DEFAULT_STRATEGY
+    return default_strategy(dataset)
 
-
-_DC = TrainConfig(lr=0.01, momentum=0.9, weight_decay=5e-4, batch_size=256, epochs=300, lr_decay_at_half=True)
+_DC = TrainConfig(lr=0.01, momentum=0.9, weight_decay=5e-4, batch_size=256, epochs=300, schedule="reference")
 _DSA = dataclasses.replace(_DC, epochs=1000)
 
 PRESETS: dict[str, Preset] = {
-    "dc": Preset("dc", _DC, description="SGD lr 0.01, mom 0.9, wd 5e-4, batch 256, 300 epochs, no augmentation"),
-    "dc-dsa": Preset("dc-dsa", _DSA, dsa=True, description="as dc, 1000 epochs, DSA augmentation"),
+    "dc": Preset("dc", _DC, description="SGD lr 0.01, mom 0.9, wd 5e-4, batch 256, epochs 300 (+1, lr x0.1 "
+                                        "after 151), no augmentation"),
+    "dc-dsa": Preset("dc-dsa", _DSA, dsa=True,
+                     description="as dc, epochs 1000 (+1, lr x0.1 after 501), DSA augmentation"),
     "mtt": Preset("mtt", _DSA, dsa=True, lr_from_set=True,
                   description="as dc-dsa, lr = the set's learned lr"),
     "datm": Preset("datm", dataclasses.replace(_DSA, batch_size=128, soft_labels=True), dsa=True, lr_from_set=True,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
@@ -200,10 +200,12 @@ def evaluate_distilled(distilled: DistilledSet, dataset, archs: Sequence[str] = 
 def random_real_baseline(dataset, ipc: int, arch: str = "convnet", preset: str | Preset = "dc",
                          key: jax.Array | None = None, num_models: int | None = None, lr: float | None = None,
                          mesh=None, *, epochs: int | None = None, progress: bool = True,
-                         return_set: bool = False):
+                         return_set: bool = False, sampler: Callable | None = None):
     """Accuracy of ``ipc`` random real training images per class under ``preset``
-    (``jaxdd.data.random_real``). Returns the :func:`evaluate_set` dict with "ipc" added, or
-    (dict, x, y) with ``return_set=True`` (e.g. to save an image grid of the set)."""
+    (``jaxdd.data.random_real``), or of the images ``sampler(key, dataset, ipc) -> (x, y)`` chooses
+    (a selection baseline, e.g. ``jaxdd.prune.coreset.coreset_sampler("kcenter")``). Returns the
+    :func:`evaluate_set` dict with "ipc" added, or (dict, x, y) with ``return_set=True`` (e.g. to
+    save an image grid of the set)."""
     from jaxdd.data.sampler import random_real
 
     if key is None:
@@ -214,7 +216,7 @@ def random_real_baseline(dataset, ipc: int, arch: str = "convnet", preset: str |
     if p.lr_grid and lr is None:  # sample the set from the images the lr grid does not score on
         rest, val = holdout_indices(k_split, len(dataset.y_train))
         pool, holdout = dataset.subset(rest), (dataset.x_train[val], dataset.y_train[val])
-    x, y = random_real(k_sample, pool, ipc)
+    x, y = (sampler or random_real)(k_sample, pool, ipc)
     x, y = np.asarray(x), np.asarray(y)
     result = evaluate_set(x, y, dataset, arch, p, k_eval, num_models, lr, mesh, epochs=epochs, holdout=holdout,
                           progress=progress)

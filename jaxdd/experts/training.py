@@ -13,7 +13,8 @@ augmentation per epoch from ``fold_in(that, epoch)``), so it is the same network
 trained alone, in another group or after a resume. Each expert's rows are written to a
 memory-mapped ``.expert_XXXXX.npy.partial`` file as the epochs finish; when its group is done the
 file is renamed into place and then the index is updated, so a killed run resumes with the experts
-missing from the index (a partial file is overwritten).
+missing from the index (a partial file is overwritten). TensorBoard events in the buffer folder hold
+each finished expert's per-epoch loss and training accuracy (``expert_<i>/``) and its test accuracy.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from jaxdd.experts.buffer import (FORMAT, INDEX, VERSION, ExpertBuffer, dataset_
 from jaxdd.models import Network
 from jaxdd.train import Trainer, TrainConfig, evaluate_accuracy, fit
 from jaxdd.utils.io import read_json
+from jaxdd.utils.metric_log import MetricLog
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +45,7 @@ class ExpertConfig:
     weight_decay: float = 0.0
     batch_size: int = 256
     dsa: bool = True
-    dsa_strategy: str | None = None  # None: jaxdd.augment.default_strategy(image channels)
+    dsa_strategy: str | None = None  # None: jaxdd.augment.default_strategy(the dataset)
 
     def __post_init__(self):
         if not isinstance(self.epochs, int) or isinstance(self.epochs, bool) or self.epochs < 1:
@@ -51,23 +53,25 @@ class ExpertConfig:
         # TrainConfig validates lr, momentum, weight decay and batch size
         self.train_config(1)
 
-    def strategy(self, channels: int) -> str | None:
+    def strategy(self, dataset) -> str | None:
+        """The DSA strategy: ``dsa_strategy``, else the reference rule for ``dataset`` (a
+        ``Dataset``, a name, or a channel count: ``jaxdd.augment.default_strategy``)."""
         if not self.dsa:
             return None
         from jaxdd.augment import default_strategy, parse_strategy
 
-        s = self.dsa_strategy or default_strategy(int(channels))
+        s = self.dsa_strategy or default_strategy(dataset)
         parse_strategy(s)
         return s
 
-    def train_config(self, channels: int) -> TrainConfig:
+    def train_config(self, dataset) -> TrainConfig:
         return TrainConfig(lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay,
-                           batch_size=self.batch_size, epochs=self.epochs, lr_decay_at_half=False,
-                           augment=self.strategy(channels))
+                           batch_size=self.batch_size, epochs=self.epochs, schedule="constant",
+                           augment=self.strategy(dataset))
 
 
 def _expected_index(network: Network, dataset, config: ExpertConfig, seed: int, subset: str | None) -> dict:
-    train = dataclasses.asdict(config.train_config(dataset.image_shape[-1]))
+    train = dataclasses.asdict(config.train_config(dataset))
     return {"format": FORMAT, "version": VERSION, "network": network_record(network),
             "dataset": dataset_record(dataset), "subset": subset, "train": train, "seed": int(seed)}
 
@@ -116,12 +120,13 @@ def train_experts(dataset, network: Network, out: str | Path, num_experts: int, 
     index["num_experts_requested"] = max(num_experts, int(index.get("num_experts_requested", 0)))
     write_index(out, index)
 
-    trainer = Trainer(network, config.train_config(dataset.image_shape[-1]), mesh=mesh)
+    trainer = Trainer(network, config.train_config(dataset), mesh=mesh)
     root = jax.random.key(seed)
     x, y = dataset.x_train, dataset.y_train
     num_params = index["network"]["num_params"]
     groups = [todo[g:g + parallel] for g in range(0, len(todo), parallel)]
     bar = tqdm(total=len(todo), desc=f"experts ({len(done)} done)", disable=not progress, dynamic_ncols=True)
+    log = MetricLog(out)  # TensorBoard: per-epoch loss / train accuracy of every expert, and its test accuracy
     try:
         for group in groups:
             t0 = time.time()
@@ -147,6 +152,10 @@ def train_experts(dataset, network: Network, out: str | Path, num_experts: int, 
                 mm.flush()
             del maps, mm  # close the memory maps before renaming
             for m, i in enumerate(group):
+                for h in history:
+                    log.scalars(h["epoch"], {"loss": float(h["loss"][m]), "train_acc": 100.0 * float(h["acc"][m])},
+                                prefix=f"expert_{i}/")
+                log.scalars(i, {"expert_test_acc": 100.0 * float(test_acc[m])})
                 os.replace(partial[m], out / expert_file(i))
                 index["experts"].append({
                     "index": i, "file": expert_file(i), "train_loss": float(history[-1]["loss"][m]),
@@ -157,6 +166,7 @@ def train_experts(dataset, network: Network, out: str | Path, num_experts: int, 
             bar.update(len(group))
     finally:
         bar.close()
+        log.close()
     return ExpertBuffer(out)
 
 

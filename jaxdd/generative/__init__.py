@@ -1,10 +1,11 @@
 """Generative priors for distillation: a class-conditional diffusion prior, DDIM with guidance
-hooks, and LD3M (latent dataset distillation with diffusion models).
+hooks and terms (DAG, ACS), and LD3M (latent dataset distillation with diffusion models).
 
 Plugging in a pretrained model
 ------------------------------
-Everything here (DDIM sampling, guidance, LD3M, ``jaxdd prior sample``, ``jaxdd distill
---method ld3m``) talks to the model only through :class:`DiffusionPrior`, so a large pretrained
+Everything here (the one DDIM sampler :mod:`~jaxdd.generative.sampling` with the guidance terms of
+:mod:`~jaxdd.generative.guidance` (DAG, ACS: :mod:`~jaxdd.generative.acs`), LD3M, ``jaxdd prior
+sample``, ``jaxdd generate``, ``jaxdd distill --method ld3m``) talks to the model only through :class:`DiffusionPrior`, so a large pretrained
 class-conditional model converted to Flax (a DiT, or a latent diffusion model as used at 256 px
 on TPUs) plugs in without changing LD3M. It must provide, as a frozen hashable object (weights
 kept apart in a ``params`` pytree, so that every function stays pure and jittable):
@@ -34,19 +35,19 @@ lives in :mod:`jaxdd.generative.ld3m_distill`, registered when :mod:`jaxdd.disti
 a folder.
 """
 
-from jaxdd.generative.ddim import (Guidance, GuidanceContext, ddim_sample, guided_eps, noise_to_last_step,
-                                   sample_images)
+from jaxdd.generative.ddim import Guidance, GuidanceContext, ddim_sample, guided_eps, noise_to_last_step
 from jaxdd.generative.ld3m import LD3MGenerator
 from jaxdd.generative.prior import (DiffusionPrior, SmallPrior, check_compatible, class_embedding, load_prior,
                                     null_embedding, register_prior_loader, save_prior, to_dataset_space)
 from jaxdd.generative.schedule import (NoiseSchedule, ddim_step, ddim_timesteps, ddim_update, make_schedule,
                                        predict_x0, q_sample)
-from jaxdd.generative.training import PriorTrainConfig, generate, train_prior
+from jaxdd.generative.sampling import default_window, generate, generate_batch, sample_latents
+from jaxdd.generative.training import PriorTrainConfig, train_prior
 
 __all__ = [
     "DiffusionPrior", "Guidance", "GuidanceContext", "LD3MGenerator", "NoiseSchedule", "PriorTrainConfig",
-    "SmallPrior", "generate", "train_prior",
+    "SmallPrior", "default_window", "generate", "generate_batch", "sample_latents", "train_prior",
     "check_compatible", "class_embedding", "ddim_sample", "ddim_step", "ddim_timesteps", "ddim_update",
     "guided_eps", "load_prior", "make_schedule", "noise_to_last_step", "null_embedding", "predict_x0",
-    "q_sample", "register_prior_loader", "sample_images", "save_prior", "to_dataset_space",
+    "q_sample", "register_prior_loader", "save_prior", "to_dataset_space",
 ]

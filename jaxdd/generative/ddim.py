@@ -6,11 +6,13 @@ One step at timestep t (index ``i`` in sampling order, 0 = noisiest) with embedd
     eps   = eps_u + w (eps_c - eps_u)           # CFG: eps_c = eps(z_t, t, c), eps_u with the null row
     eps  -= sqrt(1 - alpha_bar_t) g             # hook, mode "eps" (classifier guidance, Dhariwal &
                                                 # Nichol, 2021, eq. 14, with g = grad log p)
-    z_t  += g; eps = eps(z_t)                   # hook, mode "x" (e.g. ACS: g = s grad loss(D(x0_hat))),
-                                                # the model re-evaluated at the moved latent
+    z_t  += g; eps = eps(z_t)                   # hook, mode "x": the model re-evaluated at the moved latent
     x0    = (z_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)
     x0    = (1 - k/K) x0 + (k/K) z_skip         # LD3M only: k = S-1-i counts down, K = S-1
     z_t'  = sqrt(alpha_bar_t') x0 + sqrt(1 - alpha_bar_t') eps   # alpha_bar = 1 after the last step
+    z_t' += g                                   # hook, mode "post": g computed at (z_t, eps, x0), added to
+                                                # the next latent (influence-guided diffusion, Chen et al.
+                                                # 2025, mchen725/DD_IGD; see jaxdd.generative.guidance)
 
 With ``w = 1`` the unconditional pass is skipped. A :class:`Guidance` hook is a function of a
 :class:`GuidanceContext` returning ``g`` (shaped like z_t), applied at the chosen steps only
@@ -30,7 +32,7 @@ import numpy as np
 from jaxdd.generative.prior import DiffusionPrior, null_embedding
 from jaxdd.generative.schedule import ddim_timesteps, ddim_update, predict_x0, q_sample
 
-GUIDANCE_MODES = ("eps", "x")
+GUIDANCE_MODES = ("eps", "x", "post")
 
 
 class GuidanceContext(NamedTuple):
@@ -112,6 +114,8 @@ def ddim_sample(prior: DiffusionPrior, params: Any, z_T: jax.Array, c: jax.Array
         denoise = denoise_at(t, ab)
         eps, x0 = denoise(z)
         for hook, mask in zip(hooks, masks):
+            if hook.mode == "post":
+                continue
             ctx = GuidanceContext(z, t, i, ab, eps, x0, c, denoise, lambda v: prior.decode(params, v))
 
             def apply(ops, hook=hook, ctx=ctx):
@@ -123,9 +127,15 @@ def ddim_sample(prior: DiffusionPrior, params: Any, z_T: jax.Array, c: jax.Array
 
             z, eps = jax.lax.cond(mask[i], apply, lambda ops: ops, (z, eps))
             x0 = predict_x0(z, eps, ab)
+        ctx = GuidanceContext(z, t, i, ab, eps, x0, c, denoise, lambda v: prior.decode(params, v))
         if skip is not None:
             x0 = ld3m_blend(x0, skip, k, num_steps - 1)
-        return ddim_update(x0, eps, ab_p), None
+        z_next = ddim_update(x0, eps, ab_p)
+        for hook, mask in zip(hooks, masks):
+            if hook.mode == "post":
+                z_next = jax.lax.cond(mask[i], lambda zn, hook=hook: zn + hook.fn(ctx).astype(zn.dtype),
+                                      lambda zn: zn, z_next)
+        return z_next, None
 
     if remat:
         step = jax.checkpoint(step)
@@ -138,16 +148,6 @@ def ld3m_blend(x0_hat: jax.Array, z: jax.Array, k: Any, big_k: int) -> jax.Array
     """LD3M's skip: ``(1 - k/K) x0_hat + (k/K) z`` (exactly ``z`` at k = K, ``x0_hat`` at k = 0)."""
     w = jnp.asarray(k, x0_hat.dtype) / big_k
     return (1.0 - w) * x0_hat + w * z
-
-
-def sample_images(prior: DiffusionPrior, params: Any, key: jax.Array, labels: jax.Array, *,
-                  num_steps: int = 50, guidance_scale: float = 1.0, hooks: Sequence[Guidance] = ()) -> jax.Array:
-    """Class-conditional images (N, *image_shape) for ``labels`` (N,): z_T ~ N(0, I), DDIM, decode."""
-    labels = jnp.asarray(labels, jnp.int32)
-    z_T = jax.random.normal(key, (labels.shape[0], *prior.latent_shape), jnp.float32)
-    c = prior.embedding_table(params)[labels]
-    z0 = ddim_sample(prior, params, z_T, c, num_steps=num_steps, guidance_scale=guidance_scale, hooks=hooks)
-    return prior.decode(params, z0)
 
 
 def noise_to_last_step(prior: DiffusionPrior, z: jax.Array, noise: jax.Array) -> jax.Array:

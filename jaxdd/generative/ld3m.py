@@ -24,8 +24,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdd.generative.ddim import ddim_sample, noise_to_last_step
+from jaxdd.generative.ddim import noise_to_last_step
 from jaxdd.generative.prior import DiffusionPrior, from_dataset_space, to_dataset_space
+from jaxdd.generative.sampling import sample_latents
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,8 +56,8 @@ class LD3MGenerator:
     def __call__(self, params: Any, z: jax.Array, c: jax.Array, noise: jax.Array) -> jax.Array:
         """Images for latents z (N, *latent_shape), embeddings c (N, D), noise like z (differentiable)."""
         z_T = noise_to_last_step(self.prior, z, noise)
-        z0 = ddim_sample(self.prior, params, z_T, c, num_steps=self.num_steps,
-                         guidance_scale=self.guidance_scale, skip=z, remat=self.remat)
+        z0 = sample_latents(self.prior, params, z_T, c, steps=self.num_steps, cfg_scale=self.guidance_scale,
+                            skip=z, remat=self.remat)
         images = self.prior.decode(params, z0)
         if self.mean is None:
             return images

@@ -33,7 +33,6 @@ import numpy as np
 import optax
 
 from jaxdd.generative.autoencoder import autoencoder_loss
-from jaxdd.generative.ddim import sample_images
 from jaxdd.generative.prior import SmallPrior, check_compatible, null_embedding, save_prior
 from jaxdd.generative.schedule import q_sample
 from jaxdd.utils.io import to_jsonable
@@ -159,19 +158,20 @@ def _encode_chunk(prior: SmallPrior, params: dict, x: jax.Array) -> jax.Array:
     return prior.encode(params, x)
 
 
-def in_batches(fn, n: int, batch_size: int, *arrays: np.ndarray, progress: str | None = None) -> np.ndarray:
-    """``concat_j fn(j, *batch_j)`` over batches of ``batch_size`` rows of ``arrays`` (n rows); the last
-    batch is padded with zeros (and the padding dropped) so that one compilation serves every batch."""
+def in_batches(fn, n: int, batch_size: int, *arrays: Any, progress: str | None = None) -> Any:
+    """``concat_j fn(j, *batch_j)`` over batches of ``batch_size`` rows of ``arrays`` (n rows; each a
+    pytree of arrays); the last batch is padded with zeros (and the padding dropped) so that one
+    compilation serves every batch. ``fn`` may return a pytree of arrays with a leading batch axis."""
     from tqdm.auto import tqdm
 
     b = max(1, min(batch_size, n))
     out = []
+    pad = lambda c, k: np.concatenate([c, np.zeros((b - k, *c.shape[1:]), c.dtype)]) if k < b else c  # noqa: E731
     for j, i in enumerate(tqdm(range(0, n, b), desc=progress, disable=progress is None, leave=False)):
-        chunk = [np.asarray(a[i:i + b]) for a in arrays]
-        k = len(chunk[0])
-        chunk = [np.concatenate([c, np.zeros((b - k, *c.shape[1:]), c.dtype)]) if k < b else c for c in chunk]
-        out.append(np.asarray(fn(j, *map(jnp.asarray, chunk)))[:k])
-    return np.concatenate(out)
+        k = min(b, n - i)
+        chunk = [jax.tree.map(lambda a: jnp.asarray(pad(np.asarray(a[i:i + b]), k)), a) for a in arrays]
+        out.append(jax.tree.map(lambda o: np.asarray(o)[:k], fn(j, *chunk)))
+    return jax.tree.map(lambda *parts: np.concatenate(parts), *out)
 
 
 def encode_all(prior: SmallPrior, params: dict, x: np.ndarray, batch_size: int = 1000) -> jax.Array:
@@ -187,30 +187,15 @@ def measure_latent_scale(prior: SmallPrior, params: dict, x: np.ndarray, max_ima
     return float(1.0 / max(float(jnp.std(z)), 1e-6))
 
 
-@functools.partial(jax.jit, static_argnames=("prior", "num_steps", "guidance_scale"))
-def _sample(prior, params, key, labels, num_steps, guidance_scale):
-    return sample_images(prior, params, key, labels, num_steps=num_steps, guidance_scale=guidance_scale)
-
-
-def generate(prior, params: Any, key: jax.Array, labels: np.ndarray, *, num_steps: int = 50,
-             guidance_scale: float = 2.0, batch_size: int = 100, progress: bool = False) -> np.ndarray:
-    """Images (in the prior's normalisation) for ``labels``, batch j from ``fold_in(key, j)``."""
-    labels = np.asarray(labels, np.int32)
-    if len(labels) == 0:
-        return np.zeros((0, *prior.image_shape), np.float32)
-    return in_batches(lambda j, lb: _sample(prior, params, jax.random.fold_in(key, j), lb, num_steps,
-                                            float(guidance_scale)),
-                      len(labels), batch_size, labels, progress="sample" if progress else None)
-
-
 def save_sample_grid(path, prior, params, dataset, key, per_class: int = 8, num_steps: int = 50,
                      guidance_scale: float = 2.0) -> str:
     """A PNG with one row of ``per_class`` samples per class (in the dataset's pixel space)."""
     from jaxdd.generative.prior import to_dataset_space
+    from jaxdd.generative.sampling import generate
     from jaxdd.utils.images import save_class_grid
 
     labels = np.repeat(np.arange(prior.num_classes), per_class)
-    imgs = generate(prior, params, key, labels, num_steps=num_steps, guidance_scale=guidance_scale)
+    imgs = generate(prior, params, labels, key, steps=num_steps, cfg_scale=guidance_scale)
     imgs = np.asarray(to_dataset_space(prior, imgs, dataset.mean, dataset.std))
     return save_class_grid(path, dataset.denormalize(imgs), labels, prior.num_classes, per_class)
 

@@ -6,7 +6,8 @@ the pooling) and ``classifier`` (``nn.Linear``). The mapping to :class:`jaxdd.mo
 
 * ``Conv2d.weight`` (O, I, kh, kw) -> ``convs_i/kernel`` (kh, kw, I, O); bias unchanged.
 * ``GroupNorm`` / ``BatchNorm2d`` ``weight, bias`` -> ``norms_i/norm/{scale, bias}``;
-  ``BatchNorm2d`` ``running_mean, running_var`` -> ``batch_stats`` ``norms_i/norm/{mean, var}``.
+  ``BatchNorm2d`` ``running_mean, running_var`` -> ``batch_stats`` ``norms_i/norm/{mean, var}``;
+  ``LayerNorm([C, H, W])`` ``weight, bias`` (C, H, W) -> ``norms_i/norm/{scale, bias}`` (H, W, C).
 * ``Linear.weight`` (K, C*H*W) -> ``classifier/kernel`` (H*W*C, K): PyTorch flattens NCHW feature
   maps, jaxdd flattens NHWC, so the input rows are permuted:
   ``kernel[(h*W + w)*C + c, k] = weight[k, (c*H + h)*W + w]``.
@@ -52,22 +53,21 @@ def _feature_blocks(state_dict: Mapping[str, Any]) -> list[tuple[dict, dict | No
         ndim = np.ndim(layer["weight"])
         if ndim == 4:
             blocks.append((layer, None))
-        elif ndim == 1:
+        elif ndim in (1, 3):  # per-channel norm affine, or the reference layernorm's (C, H, W) affine
             if not blocks or blocks[-1][1] is not None:
                 raise ValueError(f"features.{i} looks like a norm layer but does not follow a convolution")
             blocks[-1] = (blocks[-1][0], layer)
         else:
-            raise ValueError(f"features.{i}.weight has shape {np.shape(layer['weight'])}: a {ndim}-D norm weight "
-                             "is the reference 'layernorm' (affine per channel and position), which jaxdd's "
-                             "convnet-ln (affine per channel) cannot represent; convert instancenorm, batchnorm "
-                             "or no-norm ConvNets")
+            raise ValueError(f"features.{i}.weight has shape {np.shape(layer['weight'])}: a {ndim}-D weight is "
+                             "neither a convolution (4-D) nor a norm layer (1-D, or 3-D for layernorm)")
     if not blocks:
         raise ValueError("state_dict has no 'features.<i>.weight' convolutions; is it the DC ConvNet?")
     return blocks
 
 
 def _norm_kind(blocks) -> str:
-    kinds = {"none" if n is None else "batchnorm" if "running_mean" in n else "instancenorm" for _, n in blocks}
+    kinds = {"none" if n is None else "batchnorm" if "running_mean" in n else
+             "layernorm" if np.ndim(n["weight"]) == 3 else "instancenorm" for _, n in blocks}
     if len(kinds) != 1:
         raise ValueError(f"the blocks mix norm layers ({sorted(kinds)}); jaxdd's ConvNet uses one norm for all")
     return kinds.pop()
@@ -77,8 +77,9 @@ def convnet_variables_from_torch(state_dict: Mapping[str, Any], *,
                                  input_shape: tuple[int, int, int] | None = None) -> Variables:
     """jaxdd ConvNet variables holding the weights of a DC reference ``ConvNet.state_dict()``.
 
-    ``state_dict`` values may be numpy arrays or torch tensors. A ``GroupNorm`` is read as instance
-    norm (the reference ``instancenorm`` is ``GroupNorm(C, C)``; other group counts cannot be told
+    ``state_dict`` values may be numpy arrays or torch tensors. A 3-D norm weight is the reference
+    ``layernorm`` (``nn.LayerNorm([C, H, W])``). A ``GroupNorm`` is read as instance norm (the
+    reference ``instancenorm`` is ``GroupNorm(C, C)``; other group counts cannot be told
     apart from the weights and are not supported). ``input_shape`` (H, W, C) fixes the final feature
     map size used to permute the classifier; without it the map is assumed square. BatchNorm running
     statistics are copied as they are (exact for inference; note PyTorch keeps the unbiased running
@@ -96,7 +97,8 @@ def convnet_variables_from_torch(state_dict: Mapping[str, Any], *,
             raise ValueError(f"convolution {i} has no bias; the DC ConvNet's Conv2d layers have biases")
         params[f"convs_{i}"] = {"kernel": conv["weight"].transpose(2, 3, 1, 0), "bias": conv["bias"]}
         if nrm is not None:
-            params[f"norms_{i}"] = {"norm": {"scale": nrm["weight"], "bias": nrm["bias"]}}
+            to_nhwc = (lambda a: a.transpose(1, 2, 0)) if norm == "layernorm" else (lambda a: a)
+            params[f"norms_{i}"] = {"norm": {"scale": to_nhwc(nrm["weight"]), "bias": to_nhwc(nrm["bias"])}}
             if norm == "batchnorm":
                 stats[f"norms_{i}"] = {"norm": {"mean": nrm["running_mean"], "var": nrm["running_var"]}}
     width = blocks[-1][0]["weight"].shape[0]
@@ -134,7 +136,7 @@ def convnet_from_torch(state_dict: Mapping[str, Any], *, input_shape: tuple[int,
     """The jaxdd ConvNet matching a DC reference ``state_dict`` and its converted variables.
 
     Depth, width, norm and classes are read from the weights (the network is named e.g.
-    ``convnet-d3-w128``, ``-bn`` / ``-nn`` for BatchNorm / no norm); ``pooling`` (``avgpool`` or
+    ``convnet-d3-w128``, ``-bn`` / ``-ln`` / ``-nn`` for BatchNorm / LayerNorm / no norm); ``pooling`` (``avgpool`` or
     ``maxpool``) has no weights and must be given. The converted variables are checked against
     the network's own variable shapes.
     """
@@ -143,7 +145,8 @@ def convnet_from_torch(state_dict: Mapping[str, Any], *, input_shape: tuple[int,
     depth = sum(1 for key in p if key.startswith("convs_"))
     width = p[f"convs_{depth - 1}"]["kernel"].shape[-1]
     num_classes = p["classifier"]["bias"].shape[0]
-    norm = "bn" if "batch_stats" in variables else "in" if "norms_0" in p else "nn"
+    norm = ("bn" if "batch_stats" in variables else "nn" if "norms_0" not in p else
+            "ln" if np.ndim(p["norms_0"]["norm"]["scale"]) == 3 else "in")
     if pooling not in ("avgpool", "maxpool"):
         raise ValueError(f"unknown pooling {pooling!r}; choose avgpool or maxpool")
     name = f"convnet-d{depth}-w{width}" + ("" if norm == "in" else f"-{norm}") + ("-maxpool" if pooling == "maxpool" else "")

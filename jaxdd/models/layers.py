@@ -5,8 +5,9 @@ per-example gradient norms in ``jaxdd.difficulty``) can reason about them layer 
 
 * :class:`Conv` and :class:`Dense`: parameters ``kernel`` (HWIO / IO) and ``bias``.
 * :class:`Norm`: ``instancenorm`` (GroupNorm with one group per channel), ``layernorm``
-  (GroupNorm with one group, per-channel affine, as in the DC reference ConvNet), ``batchnorm``
-  or ``none``; epsilon 1e-5 as in PyTorch.
+  (LayerNorm over all non-batch axes with an elementwise affine of that shape: (H, W, C) for a
+  feature map, as the DC reference ConvNet's ``nn.LayerNorm([C, H, W], elementwise_affine=True)``;
+  (D,) on (N, D) token rows), ``batchnorm`` or ``none``; epsilon 1e-5 as in PyTorch.
 
 ``weight_init="torch"`` reproduces PyTorch's default initialisation (kaiming-uniform with a = sqrt(5),
 i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for kernels and biases); ``weight_init="flax"`` uses Flax's
@@ -134,7 +135,8 @@ class Norm(nn.Module):
         if self.kind == "instancenorm":
             return nn.GroupNorm(num_groups=c, epsilon=1e-5, name="norm")(x)
         if self.kind == "layernorm":
-            return nn.GroupNorm(num_groups=1, epsilon=1e-5, name="norm")(x)
+            axes = tuple(range(1 - x.ndim, 0))  # every axis but the batch axis
+            return nn.LayerNorm(epsilon=1e-5, reduction_axes=axes, feature_axes=axes, name="norm")(x)
         if self.kind == "batchnorm":
             return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name="norm")(x)
         if self.kind == "none":

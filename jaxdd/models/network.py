@@ -54,6 +54,45 @@ class Network:
             return feats
         return self.module.apply(variables, x, train=train, method="embed")
 
+    def batch_statistics(self, variables: Variables, x: jax.Array) -> Variables:
+        """``variables`` with every BatchNorm's ``batch_stats`` replaced by the mean and (biased)
+        variance of its input in a train-mode pass over ``x``: in inference mode the network then
+        normalises exactly as in train mode on this batch (same logits), with the statistics as
+        constants of the parameters (differentiable w.r.t. ``x``). Unchanged without BatchNorm."""
+        if "batch_stats" not in variables:
+            return variables
+        stats: dict[tuple, tuple[jax.Array, jax.Array]] = {}
+
+        def record(next_fun, args, kwargs, context):
+            module = context.module
+            if isinstance(module, nn.BatchNorm) and context.method_name == "__call__":
+                x_in = jnp.asarray(args[0], jnp.promote_types(args[0].dtype, jnp.float32))
+                feat = {a % x_in.ndim for a in ((module.axis,) if isinstance(module.axis, int) else module.axis)}
+                axes = tuple(i for i in range(x_in.ndim) if i not in feat)
+                mu = jnp.mean(x_in, axes)
+                if module.use_fast_variance:  # the same formula as flax's BatchNorm
+                    var = jnp.maximum(0.0, jnp.mean(jnp.square(x_in), axes) - jnp.square(mu))
+                else:
+                    var = jnp.mean(jnp.square(x_in - jnp.expand_dims(mu, axes)), axes)
+                path = tuple(module.path)
+                if path in stats:
+                    raise ValueError(f"BatchNorm {'/'.join(path)} is called more than once per forward pass; "
+                                     "its batch statistics are ambiguous")
+                stats[path] = (mu, var)
+            return next_fun(*args, **kwargs)
+
+        with nn.intercept_methods(record):
+            self.module.apply(variables, x, train=True, mutable=["batch_stats"])
+        new = jax.tree.map(lambda a: a, variables["batch_stats"])  # a copy to fill in
+
+        def put(tree, path, value):
+            return {**tree, path[0]: put(tree[path[0]], path[1:], value)} if path else value
+
+        for path, (mu, var) in stats.items():
+            new = put(new, path + ("mean",), mu)
+            new = put(new, path + ("var",), var)
+        return {**variables, "batch_stats": new}
+
     def num_params(self, variables: Variables | None = None) -> int:
         params = (variables or jax.eval_shape(self.init, jax.random.key(0)))["params"]
         return int(sum(x.size for x in jax.tree.leaves(params)))

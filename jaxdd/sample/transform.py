@@ -88,6 +88,12 @@ def log_transform(scores: jax.Array, lo: jax.Array | float, hi: jax.Array | floa
     return jnp.maximum(jnp.where(ok, out, 0.0), floor)
 
 
+def inverse_log_transform(transformed: jax.Array, lo: jax.Array | float, hi: jax.Array | float) -> jax.Array:
+    """``d = lo (hi / lo)^d~``: the difficulty whose :func:`log_transform` is ``d~`` (for d~ above the floor)."""
+    lo, hi = jnp.asarray(lo, jnp.float32), jnp.asarray(hi, jnp.float32)
+    return lo * jnp.power(jnp.maximum(hi, lo) / lo, jnp.asarray(transformed, jnp.float32))
+
+
 def transform_scores(scores: jax.Array, b: jax.Array | int, t: jax.Array | int,
                      mask: jax.Array | None = None, floor: float = FLOOR) -> jax.Array:
     """``T_{b,t}`` of ``scores`` with the bounds taken from the (masked) scores themselves."""

@@ -13,7 +13,9 @@ Each step is a folder ``<directory>/<step>/`` holding two orbax items:
 Atomicity comes from orbax: a step is written to ``<step>.orbax-checkpoint-tmp*`` and renamed
 into place only when complete, so a killed save leaves at most a temporary folder that is ignored
 (and removed the next time a ``Checkpointer`` opens the folder); older steps are deleted only
-after the new one is committed. Saves are synchronous.
+after the new one is committed. Saves are synchronous. A save that fails (a full disk) removes
+its temporary folder, keeps the previous step and raises :class:`CheckpointSaveError` with one
+line instead of orbax's per-thread tracebacks.
 
 Restoring takes a *template*, a pytree like the saved state (typically the freshly initialised
 state of the same configuration). The result has exactly the template's tree structure and leaf
@@ -28,7 +30,16 @@ Scope: single-process runs (the leaves are gathered to host memory to be saved).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import errno
 import json
+import logging
+import os
+import re
+import shutil
+import signal
+import threading
 import zlib
 from pathlib import Path
 from typing import Any
@@ -39,7 +50,7 @@ import orbax.checkpoint as ocp
 from jax import lax
 from orbax.checkpoint import checkpoint_managers
 
-from jaxdd.utils.io import to_jsonable
+from jaxdd.utils.io import OutputError, os_error_reason, to_jsonable
 
 FORMAT = "jaxdd-checkpoint"
 VERSION = 1
@@ -48,6 +59,80 @@ _PY_DTYPES = ((bool, np.bool_), (int, np.int64), (float, np.float64), (complex, 
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, damaged or incompatible with the template; the message says what to do."""
+
+
+class CheckpointSaveError(OutputError):
+    """A checkpoint could not be written (disk full, folder removed); the previous step is kept."""
+
+
+class _DrainingLoop(asyncio.SelectorEventLoop):
+    """An event loop that lets its pending tasks finish before it closes.
+
+    orbax runs every operation in a fresh event loop and closes it as soon as the operation
+    returns or raises. When one tensorstore read or write fails, its sibling operations are still
+    in flight; on completion they call ``call_soon_threadsafe`` on the closed loop, which raises
+    ``RuntimeError('Event loop is closed')`` in tensorstore's thread (printed as an "exception
+    ignored" traceback). Finishing them before closing removes that race."""
+
+    def close(self) -> None:
+        if not self.is_running() and not self.is_closed():
+            pending = [t for t in asyncio.all_tasks(self) if not t.done()]
+            if pending:
+                self.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        super().close()
+
+
+class _DrainingPolicy(type(asyncio.get_event_loop_policy())):
+    def new_event_loop(self) -> asyncio.AbstractEventLoop:
+        return _DrainingLoop()
+
+
+class _NoThreadTracebacks(logging.Filter):
+    """Drop the tracebacks orbax logs from its worker threads; the caller re-raises the error once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.exc_info is None
+
+
+@contextlib.contextmanager
+def _orbax_call():
+    """Around every orbax call: loops that drain before closing, no per-thread tracebacks, and
+    Ctrl-C held until the call has finished (an interrupted save leaves orbax's worker threads
+    writing while the interpreter shuts down); the ``KeyboardInterrupt`` is raised right after."""
+    policy = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(_DrainingPolicy())
+    quiet = _NoThreadTracebacks()
+    loggers = [logging.getLogger("absl"), logging.getLogger("orbax")]
+    for lg in loggers:
+        lg.addFilter(quiet)
+    held: list[int] = []
+    hold = (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+    if hold:
+        signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        if hold:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        for lg in loggers:
+            lg.removeFilter(quiet)
+        asyncio.set_event_loop_policy(policy)
+    if held:
+        raise KeyboardInterrupt
+
+
+def _os_error(err: BaseException) -> OSError | None:
+    """The operating-system error behind an orbax/tensorstore failure, if there is one."""
+    for e in (err, err.__cause__, err.__context__):
+        if isinstance(e, OSError) and e.errno is not None:
+            return e
+    code = re.search(r"os_error_code='(\d+)'", str(err))
+    if code:
+        return OSError(int(code.group(1)), os.strerror(int(code.group(1))))
+    if "No space left on device" in str(err):
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return None
 
 
 def _path_str(path: tuple) -> str:
@@ -143,13 +228,18 @@ class Checkpointer:
         options = ocp.CheckpointManagerOptions(
             enable_async_checkpointing=False, preservation_policy=policy, create=True,
             cleanup_tmp_directories=True)
-        self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
+        try:
+            with _orbax_call():
+                self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
+        except OSError as e:
+            raise OutputError(f"cannot create the checkpoint folder {self.directory}: {os_error_reason(e)}") from None
 
     # -- listing --------------------------------------------------------------------------------
     def all_steps(self) -> list[int]:
         """Committed steps, ascending (temporary folders of interrupted saves are not steps)."""
-        self._manager.reload()
-        return sorted(int(s) for s in self._manager.all_steps())
+        with _orbax_call():
+            self._manager.reload()
+            return sorted(int(s) for s in self._manager.all_steps())
 
     def latest_step(self) -> int | None:
         steps = self.all_steps()
@@ -196,8 +286,20 @@ class Checkpointer:
         items = {"meta": ocp.args.JsonSave(record)}
         if arrays:
             items["state"] = ocp.args.StandardSave(arrays)
-        saved = self._manager.save(step, args=ocp.args.Composite(**items), force=True)
-        self._manager.wait_until_finished()
+        try:
+            with _orbax_call():
+                saved = self._manager.save(step, args=ocp.args.Composite(**items), force=True)
+                self._manager.wait_until_finished()
+        except Exception as e:  # orbax/tensorstore raise OSError, ValueError, RuntimeError for I/O failures
+            for tmp in self.directory.glob(f"{step}.orbax-checkpoint-tmp*"):
+                shutil.rmtree(tmp, ignore_errors=True)
+            cause = _os_error(e)
+            if cause is None:
+                raise
+            kept = (f"the previous checkpoint (step {latest}) is kept" if latest is not None
+                    else "no earlier checkpoint exists")
+            raise CheckpointSaveError(f"cannot save checkpoint step {step} in {self.directory}: "
+                                      f"{os_error_reason(cause)}; {kept}") from None
         if not saved:
             raise RuntimeError(f"orbax declined to save step {step} in {self.directory}")
         return self.directory / str(step)
@@ -214,7 +316,8 @@ class Checkpointer:
 
     def _read_record(self, step: int) -> dict:
         try:
-            record = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+            with _orbax_call():
+                record = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
         except Exception as e:  # orbax/JSON raise many types for unreadable files
             raise CheckpointError(f"step {step}: cannot read the checkpoint record ({type(e).__name__}: "
                                   f"{str(e)[:300]}). {self._fix_damaged(step)}") from e
@@ -233,13 +336,14 @@ class Checkpointer:
         if not wanted:
             return {}
         try:
-            return dict(self._manager.restore(
-                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(wanted))).state)
+            with _orbax_call():
+                return dict(self._manager.restore(
+                    step, args=ocp.args.Composite(state=ocp.args.StandardRestore(wanted))).state)
         except Exception as e:
             bad = []
             for name, abstract in wanted.items():  # which leaves cannot be read on their own?
                 try:
-                    with ocp.PyTreeCheckpointer() as single:
+                    with _orbax_call(), ocp.PyTreeCheckpointer() as single:
                         single.restore(self.directory / str(step) / "state", args=ocp.args.PyTreeRestore(
                             item={name: abstract}, partial_restore=True,
                             restore_args={name: ocp.RestoreArgs(restore_type=np.ndarray)}))
@@ -333,7 +437,8 @@ class Checkpointer:
 
     # -- lifetime -------------------------------------------------------------------------------
     def close(self) -> None:
-        self._manager.close()
+        with _orbax_call():
+            self._manager.close()
 
     def __enter__(self) -> "Checkpointer":
         return self

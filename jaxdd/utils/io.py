@@ -2,12 +2,15 @@
 
 Every file jaxdd writes goes through :func:`atomic_path`: the content is written to a temporary
 file in the same folder and moved into place with ``os.replace``, so a killed process never
-leaves a half-written output and never destroys the previous version.
+leaves a half-written output and never destroys the previous version. Commands call
+:func:`check_output` on their output location before any work starts; a write that fails later
+(a full disk) raises :class:`OutputError` naming the file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -17,19 +20,70 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 
+class OutputError(ValueError, OSError):
+    """An output location cannot be written (read-only, a file where a folder is needed, disk full).
+
+    Both a ``ValueError`` (bad input: the CLI prints it as one line) and an ``OSError``."""
+
+
+def os_error_reason(err: OSError) -> str:
+    """``err``'s cause and the fix in a few words ("No space left on device; free some space ...")."""
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{err.strerror or 'not writable'}; choose a writable location"
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{err.strerror or 'disk full'}; free some space or choose another location"
+    return f"{err.strerror or err}"
+
+
+def check_output(path: str | os.PathLike, *, folder: bool = False, flag: str = "--out") -> Path:
+    """Check before any work starts that ``path`` (a file, or a folder when ``folder``) can be written.
+
+    Writes and removes a probe file in the nearest existing folder on the way to ``path`` (creating
+    nothing else), so a read-only or missing-permission location fails here, not after hours of
+    work (``os.access`` is not enough: root passes it on read-only mounts). Raises
+    :class:`OutputError` naming ``flag``, the path and the fix. Returns ``Path(path)``.
+    """
+    path = Path(path).expanduser()
+    if folder and path.exists() and not path.is_dir():
+        raise OutputError(f"{flag} {path} is an existing file, but it names an output folder; give a folder "
+                          "path (e.g. runs/NAME) or move the file away")
+    if not folder and path.is_dir():
+        raise OutputError(f"{flag} {path} is an existing folder, but it names an output file; give a file path "
+                          f"such as {path / 'results.json'}")
+    target = path if folder else path.parent
+    existing = next(p for p in [target, *target.parents] if p.exists() or p == p.parent)
+    if not existing.is_dir():
+        raise OutputError(f"{flag} {path}: {existing} is a file, not a folder; choose an output location outside it")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".jaxdd-write-check.", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise OutputError(f"{flag} {path}: cannot write to {existing}: {os_error_reason(err)}") from None
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; move it onto ``path`` if the block succeeds."""
+    """Yield a temporary path next to ``path``; move it onto ``path`` if the block succeeds.
+
+    An ``OSError`` (read-only folder, full disk) becomes an :class:`OutputError` naming ``path``;
+    the previous version of ``path`` is left as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix, dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix, dir=path.parent)
+        os.close(fd)
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600 files; give outputs normal permissions
         os.replace(tmp, path)
+    except OutputError:
+        raise
+    except OSError as err:
+        raise OutputError(f"cannot write {path}: {os_error_reason(err)}") from err
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
 
 
@@ -72,7 +126,15 @@ def write_report(folder: str | os.PathLike, title: str, table: str, record: Mapp
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    return json.loads(Path(path).read_text())
+    """Parse a JSON file; a damaged file raises ``ValueError`` naming it (not only the parser position)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not a JSON text file (undecodable byte at offset {err.start}); the file is "
+                         "damaged or not a jaxdd output") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err.msg}: line {err.lineno}, column {err.colno}); the file "
+                         "is damaged or not a jaxdd output") from None
 
 
 def save_npz(path: str | os.PathLike, **arrays: Any) -> Path:

@@ -3,8 +3,9 @@
 Training and scoring code stays single-device code: it is jitted once, and the *inputs* carry
 shardings. Batches are split along their leading axis over the mesh axis ``data``; parameters
 and other state are replicated. XLA inserts the cross-device reductions, so the numbers match a
-single device up to floating-point summation order. On a multi-host pod call
-``jax.distributed.initialize()`` first; ``data_mesh`` then spans every host's devices.
+single device up to floating-point summation order. Today this is one process with many devices
+(one host's GPUs, or fake CPU devices); multi-process runs are not supported yet (the
+checkpointer refuses ``jax.process_count() > 1``).
 """
 
 from __future__ import annotations

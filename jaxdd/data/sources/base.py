@@ -6,7 +6,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from jaxdd.data.dataset import DatasetError
+from jaxdd.data.dataset import DatasetError, classes_from_labels, integer_labels
 
 
 class RawData(NamedTuple):
@@ -40,13 +40,11 @@ def check_raw(name: str, raw: RawData) -> RawData:
         if y.ndim != 1 or len(y) != len(x):
             raise DatasetError(f"{name}: {split} labels must be 1-D with one integer label per image; got "
                                f"labels of shape {y.shape} for {len(x)} images")
-        if not np.issubdtype(y.dtype, np.integer):
-            if not (np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0)):
-                raise DatasetError(f"{name}: {split} labels must be integer class indices, got dtype {y.dtype}")
-        y = y.astype(np.int64)
+        y = integer_labels(name, split, y)
         if len(y) and (y.min() < 0 or y.max() >= len(class_names)):
-            raise DatasetError(f"{name}: {split} labels must lie in [0, {len(class_names)}) for "
-                               f"{len(class_names)} class names; got range [{y.min()}, {y.max()}]")
+            raise DatasetError(f"{name}: {split} labels must lie in [0, {len(class_names)}) for the "
+                               f"{len(class_names)} declared classes; got range [{y.min()}, {y.max()}]: fix those "
+                               "labels or the class_names list")
         shapes[split] = x.shape[1:] if x.ndim == 4 else x.shape[1:] + (1,)
         labels[split] = y
     if len(raw.x_train) == 0:
@@ -77,9 +75,9 @@ def digit_names(n: int = 10) -> tuple[str, ...]:
     return tuple(str(i) for i in range(n))
 
 
-def names_or_default(class_names: Sequence[str] | None, labels: Sequence[np.ndarray]) -> tuple[str, ...]:
-    """``class_names`` or "0".."K-1" with K = 1 + the largest label seen."""
+def names_or_default(class_names: Sequence[str] | None, name: str, y_train: np.ndarray,
+                     y_test: np.ndarray) -> tuple[str, ...]:
+    """``class_names``, or "0".."K-1" from the training labels (:func:`jaxdd.data.dataset.classes_from_labels`)."""
     if class_names is not None:
         return tuple(str(c) for c in class_names)
-    top = max((int(np.max(y)) for y in labels if len(y)), default=0)
-    return digit_names(top + 1)
+    return classes_from_labels(name, y_train, y_test)

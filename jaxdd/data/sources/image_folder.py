@@ -113,7 +113,9 @@ def load_image_folder(root: str | os.PathLike, image_size: int | None = None, cr
             if len(sizes) > 1:
                 (s1, f1), (s2, f2) = list(sizes.items())[:2]
                 raise DatasetError(f"images differ in size ({f1}: {s1[1]}x{s1[0]}, {f2}: {s2[1]}x{s2[0]}); "
-                                   "pass image_size=N (--image-size N) to resize them all to N x N")
+                                   "pass image_size=N to load_dataset to resize them all to N x N (`jaxdd data info "
+                                   "--image-size N` shows the result); the other commands need files of one size: "
+                                   "resize them, or save the images as an .npz dataset")
             images.append(arr)
             labels.append(label)
             if bar is not None:

@@ -24,6 +24,9 @@ def load_npz(path: str | os.PathLike) -> RawData:
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"npz dataset {path} does not exist")
+    if not zipfile.is_zipfile(path):
+        raise DatasetError(f"cannot read {path}: it is not an .npz archive (not a zip file: another format, or "
+                           "truncated); write it with np.savez(path, x_train=..., y_train=..., x_test=..., y_test=..., class_names=...)")
     try:
         with np.load(path, allow_pickle=False) as z:
             missing = [k for k in REQUIRED_KEYS if k not in z.files]
@@ -37,6 +40,6 @@ def load_npz(path: str | os.PathLike) -> RawData:
         if isinstance(err, DatasetError):
             raise
         raise DatasetError(f"cannot read {path} as an npz archive of plain arrays: {err}") from None
-    names = names_or_default(names, [np.asarray(arrays["y_train"]), np.asarray(arrays["y_test"])])
+    names = names_or_default(names, str(path), np.ravel(arrays["y_train"]), np.ravel(arrays["y_test"]))
     return RawData(arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], names,
                    f"npz:{path}")

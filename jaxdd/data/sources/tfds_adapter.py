@@ -114,5 +114,5 @@ def load_tfds(name: str, data_dir: str | os.PathLike | None = None, download: bo
     xte, yte = _read_split(tfds, builder, name, test_split, image_key, label_key, progress)
     feature = builder.info.features[label_key] if label_key in builder.info.features else None
     names = getattr(feature, "names", None) or None
-    names = names_or_default(names, [ytr, yte])
+    names = names_or_default(names, f"tfds:{name}", ytr, yte)
     return RawData(xtr, ytr, xte, yte, names, f"tfds:{name}@{builder.data_dir}")
