@@ -145,3 +145,17 @@ def test_expert_training_events_match_the_index(tmp_path):
         assert scalars[f"expert_{i}/train_acc"][-1][1] == pytest.approx(e["train_acc"], abs=1e-3)
     assert scalars["expert_test_acc"] == [(e["index"], pytest.approx(e["test_acc"], abs=1e-3))
                                           for e in buf.index["experts"]]
+
+
+def test_writers_in_the_same_second_keep_both_files(tmp_path, monkeypatch):
+    """tensorboardX names event files by the second and the host: a run resumed within the same
+    second must not overwrite the interrupted run's events (the clock is frozen here)."""
+    from tensorboardX import event_file_writer
+
+    monkeypatch.setattr(event_file_writer.time, "time", lambda: 1_700_000_000.0)
+    with MetricLog(tmp_path) as log:
+        log.scalars(1, {"loss": 2.0})
+    with MetricLog(tmp_path, purge_step=2) as log:
+        log.scalars(2, {"loss": 1.0})
+    assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 2
+    assert sorted(read_logdir(tmp_path)[0]["loss"]) == [(1, 2.0), (2, 1.0)]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import uuid
 from numbers import Real
 from typing import Any, Mapping, Sequence
 
@@ -28,7 +29,10 @@ class MetricLog:
 
         self.logdir = str(logdir)
         self.list_names = None if list_names is None else [str(n) for n in list_names]
-        self._writer = SummaryWriter(self.logdir, purge_step=purge_step, flush_secs=30)
+        # tensorboardX names event files by the second and the host only: a run resumed within the
+        # same second would overwrite the interrupted run's file, so each writer gets its own suffix
+        self._writer = SummaryWriter(self.logdir, purge_step=purge_step, flush_secs=30,
+                                     filename_suffix=f".{os.getpid()}.{uuid.uuid4().hex[:8]}")
         self._closed = False
 
     def _names(self, n: int) -> list[str]:
