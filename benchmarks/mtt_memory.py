@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdd.distill.base import available_memory_bytes
 from jaxdd.distill.trajectory import resolve_checkpoint_every, trajectory_loss
 from jaxdd.models import create_network
 from jaxdd.utils.io import format_table, write_json
@@ -49,18 +50,6 @@ def parse_args(argv=None):
     p.add_argument("--no-time", action="store_true", help="memory plan only, no runs")
     p.add_argument("--out", default="runs/bench/mtt_memory.json")
     return p.parse_args(argv)
-
-
-def available_bytes() -> int | None:
-    """MemAvailable from /proc/meminfo (Linux), else None (unknown: run anyway)."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
 
 
 def main(argv=None) -> int:
@@ -95,7 +84,7 @@ def main(argv=None) -> int:
         temp, arg, out = mem.temp_size_in_bytes, mem.argument_size_in_bytes, mem.output_size_in_bytes
         seconds, skipped = None, None
         timed = not args.no_time and args.repeats > 0
-        free = available_bytes() if timed else None
+        free = available_memory_bytes() if timed else None
         if free is not None and temp + arg + out > 0.9 * free:
             skipped = f"plan {(temp + arg + out) / MIB:.0f} MiB > 90% of the {free / MIB:.0f} MiB available"
         elif timed:
