@@ -22,7 +22,7 @@ import time
 
 import jax
 import numpy as np
-from _bench import compiled_memory_bytes
+from _bench import compiled_memory_bytes, megabytes
 
 
 def bench(name: str, net, real, ipc: int, iterations: int, overrides: dict) -> dict:
@@ -49,9 +49,9 @@ def bench(name: str, net, real, ipc: int, iterations: int, overrides: dict) -> d
     cfg = method.config
     return {"method": name, "ipc": ipc, "batch_real": cfg.batch_real,
             "loops": f"{getattr(cfg, 'outer_loop', '-')}/{getattr(cfg, 'inner_loop', '-')}",
-            "compile_s": round(compile_s, 1), "s_per_it": round(float(np.median(walls)), 2),
-            "cpu_s_per_it": round(float(np.median(cpus)), 2), "it_per_s": round(1.0 / float(np.median(walls)), 4),
-            "memory_mb": (lambda b: None if b is None else round(b / 2**20))(compiled_memory_bytes(compiled)),
+            "compile_s": round(compile_s, 1), "s_per_it": round(float(np.median(walls)), 4),
+            "cpu_s_per_it": round(float(np.median(cpus)), 4), "it_per_s": round(1.0 / float(np.median(walls)), 4),
+            "memory_mb": megabytes(compiled_memory_bytes(compiled)),
             "loss": float(metrics["loss"]), "config": {k: v for k, v in vars(cfg).items()}}
 
 
@@ -73,7 +73,7 @@ def bench_real_chunks(name: str, net, real, ipc: int, rounds: int, overrides: di
         compile_s = time.time() - t
         jax.block_until_ready(compiled(state, real))  # warm-up
         runs[chunk] = {"compiled": compiled, "compile_s": round(compile_s, 1), "times": [],
-                       "memory_mb": (lambda b: None if b is None else round(b / 2**20))(compiled_memory_bytes(compiled))}
+                       "memory_mb": megabytes(compiled_memory_bytes(compiled))}
     for _ in range(rounds):
         for chunk, r in runs.items():
             t = time.time()
