@@ -1,4 +1,4 @@
-"""Pruning before distillation: keep the easiest / hardest / a random fraction by score (methods.md §2);
+"""Pruning before distillation: keep the easiest / hardest / a random fraction by score ("Prune First, Distill After", Moser et al. 2025);
 coreset selection baselines (k-Center greedy, Herding) on network features."""
 
 from jaxdd.prune.coreset import coreset_sampler, embed_features, herding, kcenter_greedy, select_per_class

@@ -1,4 +1,4 @@
-"""Selecting training subsets by difficulty score ("Prune First, Distill After", methods.md §2).
+"""Selecting training subsets by difficulty score ("Prune First, Distill After", Moser et al. 2025).
 
 Within each class (``per_class=True``) or over the whole set, examples are ranked by score and
 the first ``k`` are kept:
