@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import jax
 import numpy as np
 
 from jaxdd.distill.base import compiled_memory_bytes  # noqa: F401  (re-exported for the scripts)
+
+
+def report(name: str, args, rows: list[dict]) -> None:
+    """Print ``rows`` as a table and, when ``args.out`` is set, write them as JSON with the
+    benchmark's name, its arguments, the backend, jax's version and the CPU count."""
+    from jaxdd.utils.io import format_table, write_json
+
+    print(format_table(rows))
+    if args.out:
+        write_json(args.out, {"benchmark": name, "config": vars(args), "backend": jax.default_backend(),
+                              "jax": jax.__version__, "cpus": os.cpu_count(), "rows": rows})
 
 
 def megabytes(nbytes: int | None) -> int | None:

@@ -21,7 +21,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _bench import compiled_memory_bytes, megabytes
+from _bench import compiled_memory_bytes, megabytes, report
 
 
 def bench_eval_seeds(ds, ipc: int, ks, epochs: int, preset: str = "dc", loop: str = "auto", arch: str = "convnet",
@@ -65,7 +65,6 @@ def bench_eval_seeds(ds, ipc: int, ks, epochs: int, preset: str = "dc", loop: st
 
 def main(argv=None) -> int:
     from jaxdd.data import load_dataset
-    from jaxdd.utils.io import format_table, write_json
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="embedded")
@@ -80,10 +79,7 @@ def main(argv=None) -> int:
     ds = load_dataset(args.dataset, data_dir=args.data_dir, progress=False)
     rows = bench_eval_seeds(ds, args.ipc, [int(k) for k in args.models.split(",")], args.epochs, args.preset,
                             args.loop)
-    print(format_table(rows))
-    if args.out:
-        write_json(args.out, {"benchmark": "evaluation", "config": vars(args), "backend": jax.default_backend(),
-                              "jax": jax.__version__, "cpus": os.cpu_count(), "rows": rows})
+    report("evaluation", args, rows)
     return 0
 
 

@@ -20,7 +20,7 @@ import time
 
 import jax
 import numpy as np
-from _bench import compiled_memory_bytes, megabytes
+from _bench import compiled_memory_bytes, megabytes, report
 
 
 def bench_train_loop(images: int, batch: int, models, loops, epochs: int, arch: str = "convnet-d3-w128",
@@ -65,8 +65,6 @@ def bench_train_loop(images: int, batch: int, models, loops, epochs: int, arch: 
 
 
 def main(argv=None) -> int:
-    from jaxdd.utils.io import format_table, write_json
-
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--images", type=int, default=2560)
     p.add_argument("--batch", type=int, default=256)
@@ -77,10 +75,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     rows = bench_train_loop(args.images, args.batch, [int(m) for m in args.models.split(",")],
                             args.loops.split(","), args.epochs)
-    print(format_table(rows))
-    if args.out:
-        write_json(args.out, {"benchmark": "train_loop", "config": vars(args), "backend": jax.default_backend(),
-                              "jax": jax.__version__, "cpus": os.cpu_count(), "rows": rows})
+    report("train_loop", args, rows)
     return 0
 
 
