@@ -66,7 +66,7 @@ from jaxdd.distill.methods import (DCConfig, DMConfig, DSAConfig, DistributionMa
                                    ImageState, MatchingConfig, dc_loops)
 from jaxdd.distill.driver import DistillResult, distill, synthetic_difficulty
 from jaxdd.distill import datm, mtt  # noqa: E402,F401  (registers the trajectory-matching methods)
-from jaxdd.generative import ld3m_distill  # noqa: E402,F401  (registers ld3m)
+from jaxdd.distill import ld3m  # noqa: E402,F401  (registers ld3m)
 
 __all__ = [
     "Method", "MethodSpec", "RealData", "available_methods", "build_method", "config_dict", "init_images",

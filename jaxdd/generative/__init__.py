@@ -30,7 +30,7 @@ autoencoder) implements the same interface and is trainable offline on a CPU
 (:func:`train_prior`, ``jaxdd prior train``).
 
 LD3M as a distillation method (``jaxdd distill --method ld3m --prior FOLDER --match dm|dc|dsa|mtt``)
-lives in :mod:`jaxdd.generative.ld3m_distill`, registered when :mod:`jaxdd.distill` is imported;
+lives in :mod:`jaxdd.distill.ld3m`, registered when :mod:`jaxdd.distill` is imported;
 ``build_ld3m(network, config, prior=..., prior_params=...)`` takes an in-memory prior instead of
 a folder.
 """
