@@ -29,8 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from jaxdd.cli._common import parse_command_line
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_command_line(parser, argv)  # also --config FILE and --config.FIELD=VALUE
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
