@@ -163,6 +163,23 @@ def parse_settings(items) -> dict:
     return out
 
 
+def as_fields(config, defaults: Mapping[str, Any] | None = None):
+    """Attribute access to a command's settings (a mapping, ``ConfigDict`` or ``argparse.Namespace``)
+    over ``defaults``; a field missing from both raises a ``ConfigError`` naming it when read."""
+    import types
+
+    given = config.to_dict() if hasattr(config, "to_dict") else dict(vars(config) if hasattr(config, "__dict__")
+                                                                       and not isinstance(config, Mapping)
+                                                                       else config)
+    fields = {**(defaults or {}), **given}
+
+    class Fields(types.SimpleNamespace):
+        def __getattr__(self, name):
+            raise ConfigError(f"the settings have no field {name!r} (fields: {', '.join(sorted(fields))})")
+
+    return Fields(**fields)
+
+
 def _unknown(field: str, known: list[str]) -> None:
     close = difflib.get_close_matches(field, known, n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
