@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/robust}
 FULL_ACC=${2:-88.65}
-B="--models 2 --epochs 100"
+B="--num-models 2 --epochs 100"
 mkdir -p "$OUT"
 for sel in random kcenter herding; do
   python3 -m jaxdd baseline --dataset fashion_mnist --ipc 1,10 --select "$sel" $B --save-sets \
@@ -24,7 +24,7 @@ for sel in random kcenter herding; do
   done
 done
 # full-data accuracy of the embedded data (1 model x 20 epochs) for the README default set's LRS
-python3 -m jaxdd baseline --dataset embedded --ipc 1 --full --models 1 --epochs 20 --out "$OUT/embedded_full.json"
+python3 -m jaxdd baseline --dataset embedded --ipc 1 --full --num-models 1 --epochs 20 --out "$OUT/embedded_full.json"
 EMB_ACC=$(python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['results']; print([x for x in r if x['set']=='full'][0]['mean'])" "$OUT/embedded_full.json")
 python3 -m jaxdd eval --distilled runs/readme_default/distilled --preset dc-dsa $B --metrics lrs,ars \
   --real-acc "$EMB_ACC" --out "$OUT/readme_default_robust.json"

@@ -202,3 +202,54 @@ def test_default_outputs_of_eval_and_baseline():
     assert str(default_eval_out("runs/dm10/distilled")) == "runs/eval-dm10.json"
     assert str(default_eval_out("sets/random_ipc1")) == "runs/eval-random_ipc1.json"
     assert str(default_baseline_out("fashion_mnist", "herding")) == "runs/baseline-fashion_mnist-herding.json"
+
+
+# ---- historical commands (RESULTS.md) still parse
+
+
+def _results_commands(prefix: str) -> list[str]:
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "RESULTS.md").read_text()
+    lines = [m.group(1).split("#")[0].strip() for m in re.finditer(rf"^ {{4}}(?:/usr/bin/time -v )?({prefix} .*)$",
+                                                                     text, re.M)]
+    placeholders = {"SEL": "random", "ipcK": "ipc1", "ACC_FROM_ABOVE": "88.0"}
+    return [re.sub("|".join(placeholders), lambda m: placeholders[m.group(0)], line) for line in lines]
+
+
+def test_the_jaxdd_commands_in_results_md_still_parse(capsys):
+    import shlex
+
+    commands = _results_commands("jaxdd")
+    assert len(commands) >= 8
+    for command in commands:
+        args = parse(shlex.split(command)[1:])
+        assert args["command"] in command
+
+
+def test_the_experiment_commands_in_results_md_map_onto_their_configs():
+    import importlib.util
+    import shlex
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("experiments_run", root / "experiments" / "run.py")
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    configs = {f"experiments/{load_config(n).experiment}.py": n for n in available_configs()
+               if "experiment" in load_config(n)}
+    commands = [c for c in _results_commands("python") if "experiments/" in c and "..." not in c]
+    assert len(commands) >= 5
+    for command in commands:
+        script, *flags = shlex.split(command)[1:]
+        config = load_config(configs[script])
+        apply_overrides(config, runner.legacy_overrides(config, flags))  # every old flag is a field of the config
+    config = load_config("distill_fmnist")
+    apply_overrides(config, runner.legacy_overrides(config, ["--ipc", "10", "--methods", "dc", "dsa", "--sdc", "0",
+                                                             "--dm-iterations", "100", "--eval-models", "2"]))
+    assert (config.ipc, config.methods, config.sdc, config.dm_iterations, config.eval_models) == (
+        (10,), ("dc", "dsa"), (0.0,), 100, 2)
+    config = load_config("baselines_fmnist")
+    apply_overrides(config, runner.legacy_overrides(config, ["--no-full", "--full-epochs", "2"]))
+    assert config.no_full is True and config.full_epochs == 2
