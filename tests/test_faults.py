@@ -30,7 +30,7 @@ from jaxdd.utils.io import OutputError, check_output
 ARCH = "mlp-w16"  # fast to compile
 REPO = Path(__file__).resolve().parents[1]
 # a tiny distillation: 2 iterations of DM on the 24-image tiny_npz, no evaluation
-TINY = ["--model", ARCH, "--iterations", "2", "--batch-real", "4", "--checkpoint-every", "1", "--eval-every", "0",
+TINY = ["--model", ARCH, "--iterations", "2", "--real-batch-size", "4", "--checkpoint-every", "1", "--eval-every", "0",
         "--no-eval", "--no-progress"]
 
 
@@ -106,7 +106,7 @@ def test_commands_refuse_an_unwritable_out_before_any_work(tmp_path, tiny_npz, d
         (["distill", "--dataset", tiny_npz, *TINY, "--out", str(a_file)], "is an existing file"),
         (["data", "info", "embedded", "--out", str(unwritable / "i.json")], "cannot write to"),
         (["data", "info", "embedded", "--out", str(a_file / "i.json")], "is a file, not a folder"),
-        (["eval", "--distilled", str(distilled_dir), "--archs", ARCH, "--out", str(unwritable / "e.json")],
+        (["eval", "--distilled", str(distilled_dir), "--model", ARCH, "--out", str(unwritable / "e.json")],
          "cannot write to"),
         (["baseline", "--dataset", tiny_npz, "--ipc", "1", "--out", str(unwritable / "b.json")], "cannot write to"),
         (["score", "--dataset", tiny_npz, "--out", str(unwritable / "s.npz")], "cannot write to"),
@@ -128,7 +128,7 @@ def test_eval_prints_the_table_when_writing_the_results_fails(tmp_path, distille
         return real_replace(src, dst, *a, **k)
 
     monkeypatch.setattr(os, "replace", full_disk)
-    argv = ["eval", "--distilled", str(distilled_dir), "--archs", ARCH, "--models", "1", "--epochs", "1",
+    argv = ["eval", "--distilled", str(distilled_dir), "--model", ARCH, "--num-models", "1", "--epochs", "1",
             "--out", str(out)]
     assert main(argv) == 1
     captured = capsys.readouterr()
@@ -359,7 +359,7 @@ def test_settings_are_validated_before_the_first_iteration(tmp_path, tiny_npz, d
     import jaxdd.evaluate
 
     monkeypatch.setattr(jaxdd.evaluate, "evaluate_distilled", lambda *a, **k: pytest.fail("trained"))
-    assert main(["eval", "--distilled", str(distilled_dir), "--archs", f"{ARCH},nosuchnet",
+    assert main(["eval", "--distilled", str(distilled_dir), "--model", f"{ARCH},nosuchnet",
                  "--out", str(tmp_path / "e.json")]) == 1
     assert "unknown model 'nosuchnet'" in _error_line(capsys)
 
@@ -420,7 +420,7 @@ def test_nan_pixels_are_refused_by_every_command_that_loads_data(tmp_path, capsy
                                            r"\(image 5\); fix or drop them"):
         load_dataset(path)
     for argv in (["data", "info", path],
-                 ["score", "--dataset", path, "--models", "1", "--epochs", "1", "--out", str(tmp_path / "s.npz")],
+                 ["score", "--dataset", path, "--num-models", "1", "--epochs", "1", "--out", str(tmp_path / "s.npz")],
                  ["baseline", "--dataset", path, "--ipc", "1", "--out", str(tmp_path / "b.json")],
                  ["distill", "--dataset", path, *TINY, "--out", str(tmp_path / "run")]):
         assert main(argv) == 1, argv
