@@ -181,6 +181,8 @@ CALLS = [
     (["prune", "--scores", "s.npz", "--keep", "0.5", "--out", "w"], "jaxdd.prune.run", "run_prune", {"keep": 0.5}),
     (["sample", "--pool", "p", "--ipc", "1", "--out", "w"], "jaxdd.sample.run", "run_sample", {"pool": "p"}),
     (["score", "--out", "w", "--num-models", "2"], "jaxdd.difficulty.run", "run_score", {"num_models": 2}),
+    (["data", "info", "embedded", "-o", "seed=1"], "jaxdd.data.run", "run_data_info", {"option": ["seed=1"]}),
+    (["data", "list", "--out", "w"], "jaxdd.data.run", "run_data_list", {}),
 ]
 
 
@@ -253,3 +255,15 @@ def test_the_experiment_commands_in_results_md_map_onto_their_configs():
     config = load_config("baselines_fmnist")
     apply_overrides(config, runner.legacy_overrides(config, ["--no-full", "--full-epochs", "2"]))
     assert config.no_full is True and config.full_epochs == 2
+
+
+def test_the_configs_ship_in_the_wheel():
+    import fnmatch
+    from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib")
+    root = Path(__file__).resolve().parents[1]
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["jaxdd"]
+    files = [p.relative_to(root / "jaxdd").as_posix() for p in CONFIG_DIR.glob("*.py")]
+    assert files and all(any(fnmatch.fnmatch(f, g) for g in globs) for f in files)
+    assert CONFIG_DIR == root / "jaxdd" / "configs" and not (CONFIG_DIR / "__init__.py").exists()  # data, not code
