@@ -90,6 +90,19 @@ def test_distill_config_errors_exit_with_the_field_named(capsys):
     assert "after the command" in capsys.readouterr().err
 
 
+def test_a_config_can_supply_required_flags(tmp_path, capsys):
+    f = tmp_path / "c.py"
+    f.write_text("import ml_collections\n\ndef get_config():\n    return ml_collections.ConfigDict("
+                 "{'scores': 's.npz', 'keep': 0.5, 'out': 'sub.npz'})\n")
+    a = parse(["prune", "--config", str(f), "--config.keep=0.2"])
+    assert (a["scores"], a["keep"], a["out"]) == ("s.npz", 0.2, "sub.npz")
+    with pytest.raises(SystemExit):  # still required when neither the config nor the command line gives it
+        parse(["prune", "--config.keep=0.2"])
+    assert "required: --scores" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # and required without a config
+        parse(["prune", "--keep", "0.2"])
+
+
 def test_a_config_file_with_an_unknown_field_is_refused(tmp_path, capsys):
     f = tmp_path / "c.py"
     f.write_text("import ml_collections\n\ndef get_config():\n    return ml_collections.ConfigDict({'ipcs': 3})\n")

@@ -114,7 +114,15 @@ def parse_command_line(parser: argparse.ArgumentParser, argv: list[str] | None =
         rest, overrides = split_overrides(argv)
     except ConfigError as err:
         parser.error(str(err))
-    args = parser.parse_args(rest)
+    with_config = bool(overrides) or any(a == "--config" or a.startswith("--config=") for a in rest)
+    relaxed = [a for p in _parsers(parser) for a in p._actions if a.required] if with_config else []
+    for action in relaxed:  # a config may supply what a flag requires: checked on the second parse
+        action.required = False
+    try:
+        args = parser.parse_args(rest)
+    finally:
+        for action in relaxed:
+            action.required = True
     sub = vars(args).pop("_parser", None)
     if sub is None or (getattr(args, "config", None) is None and not overrides):
         if overrides:
@@ -138,6 +146,9 @@ def parse_command_line(parser: argparse.ArgumentParser, argv: list[str] | None =
     except ConfigError as err:
         sub.error(str(err))
     sub.set_defaults(**values)
+    for action in sub._actions:
+        if action.required and values.get(action.dest) is not None:
+            action.required = False  # given by the config
     args = parser.parse_args(rest)
     vars(args).pop("_parser", None)
     return args
@@ -152,6 +163,15 @@ class SetAction(argparse.Action):
         merged = dict(parse_settings(getattr(namespace, self.dest, None) or {}))
         merged.update(parse_settings([values]))
         setattr(namespace, self.dest, merged)
+
+
+def _parsers(parser: argparse.ArgumentParser):
+    """``parser`` and every (sub)subcommand parser below it."""
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _parsers(sub)
 
 
 def parse_sets(items) -> dict:
