@@ -90,6 +90,14 @@ def test_distill_config_errors_exit_with_the_field_named(capsys):
     assert "after the command" in capsys.readouterr().err
 
 
+def test_method_settings_merge_into_one_dict(capsys):
+    a = parse(["distill", "--set", "outer_loop=5", "--set", "metric=mse", "--set", "lr_img=0.1"])
+    assert a["settings"] == {"outer_loop": 5, "metric": "mse", "lr_img": 0.1}
+    with pytest.raises(SystemExit) as e:
+        parse(["distill", "--set", "outer_loop"])
+    assert e.value.code == 2 and "FIELD=VALUE" in capsys.readouterr().err
+
+
 def test_a_config_can_supply_required_flags(tmp_path, capsys):
     f = tmp_path / "c.py"
     f.write_text("import ml_collections\n\ndef get_config():\n    return ml_collections.ConfigDict("

@@ -158,10 +158,13 @@ class SetAction(argparse.Action):
     """``--set FIELD=VALUE`` (repeatable) merged into a dict of settings (VALUE parsed as JSON, else a string)."""
 
     def __call__(self, parser, namespace, values, option_string=None):
-        from jaxdd.utils.config import parse_settings
+        from jaxdd.utils.config import ConfigError, parse_settings
 
         merged = dict(parse_settings(getattr(namespace, self.dest, None) or {}))
-        merged.update(parse_settings([values]))
+        try:
+            merged.update(parse_settings([values]))
+        except ConfigError as err:
+            raise argparse.ArgumentError(self, str(err)) from None
         setattr(namespace, self.dest, merged)
 
 
