@@ -54,8 +54,8 @@ Register the method so ``jaxdd distill --method NAME`` and ``build_method`` find
         return MTT(network, config, mesh)
 
 and import its module in this file (below) so registration runs on ``import jaxdd.distill``.
-CLI flags ``--ipc``, ``--iterations``, ``--sdc``, ``--init``, ``--lr-img``, ``--batch-real``
-map to config fields of the same name when the config has them; any other field is set with
+CLI flags ``--ipc``, ``--iterations``, ``--sdc``, ``--init``, ``--lr-img`` (and ``--real-batch-size``
+for ``batch_real``) map to config fields of that name when the config has them; any other field is set with
 ``--set FIELD=VALUE`` (parsed as JSON, else as a string).
 """
 
