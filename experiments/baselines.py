@@ -13,7 +13,8 @@ The full protocol is expensive on a CPU (the full-data rows dominate: 300 epochs
 ``--models``, ``--epochs``, ``--full-epochs``, ``--full-models`` and ``--train-size`` (a class-balanced
 random subset for the full-data row) cut it down, and every row is recorded with the settings that made
 it. Rows are cached in ``--out`` (one JSON each, reused when the settings match), so a killed run
-resumes. Settings: ``jaxdd/configs/baselines_fmnist.py``. Writes ``results.json``, ``results.md`` and a PNG grid per random set.
+resumes. Settings: ``jaxdd/configs/baselines_fmnist.py``. Writes ``results.json``, ``results.md`` and a
+PNG grid per random set.
 """
 
 from __future__ import annotations

