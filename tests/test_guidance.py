@@ -257,17 +257,3 @@ def test_adversarial_term_is_the_cross_entropy_gradient():
         e[idx] = 1e-2
         fd = (energy(jnp.asarray(x + e, jnp.float32)) - energy(jnp.asarray(x - e, jnp.float32))) / 2e-2
         assert abs(fd - g[idx]) < 2e-3 * max(1.0, abs(fd)), (fd, g[idx])  # float32 energies ~1, step 1e-2
-
-
-def test_diversity_and_coverage_hand_cases():
-    from jaxdd.sample.guided import coverage, within_class_diversity
-
-    f = np.array([[0.0, 0.0], [3.0, 4.0], [0.0, 1.0], [0.0, 3.0], [9.0, 9.0]])
-    # class 0: one pair at distance 5; class 1: pairs 1, 3, 2 -> mean 2; class 2 alone: skipped
-    assert within_class_diversity(f[:4], [0, 0, 1, 1]) == pytest.approx((5.0 + 2.0) / 2)
-    assert within_class_diversity(np.vstack([f[:2], [[0.0, 0.0], [0.0, 1.0], [0.0, 3.0]]]), [0, 0, 1, 1, 1]) == \
-        pytest.approx((5.0 + 2.0) / 2)
-    # real points on a line at 0, 1, 2, 10: nearest-neighbour distances 1, 1, 1, 8 -> median 1
-    real = np.array([[0.0], [1.0], [2.0], [10.0]])
-    assert coverage(real, np.array([[0.5], [10.2]])) == pytest.approx(3 / 4)  # 0, 1, 10 within 1 (strictly)
-    assert coverage(real, np.array([[100.0]])) == 0.0

@@ -42,7 +42,8 @@ from jaxdd.generative.sampling import DEFAULT_CFG, DEFAULT_STEPS, generate, wind
 from jaxdd.models import Network
 from jaxdd.sample.dgs import dgs_select, fit_transforms
 from jaxdd.sample.targets import load_target, preset_weights, target_counts
-from jaxdd.sample.transform import NUM_BINS, histogram, inverse_log_transform, kl_divergence, log_transform
+from jaxdd.sample.metrics import class_histograms, histogram_kl, set_metrics
+from jaxdd.sample.transform import NUM_BINS, histogram, inverse_log_transform, log_transform
 
 GUIDANCES = ("none", "dag", "acs")
 DAG_SCALE = 0.05
@@ -169,13 +170,6 @@ def check_inputs(prior: DiffusionPrior, ds: Dataset, config: GenerateConfig, whe
     return target
 
 
-def class_histograms(transformed: np.ndarray, labels: np.ndarray, num_classes: int,
-                     num_bins: int = NUM_BINS) -> np.ndarray:
-    """``(C, bins)`` normalised histograms of transformed scores per class."""
-    h = np.stack([np.asarray(histogram(transformed, num_bins, np.asarray(labels) == c)) for c in range(num_classes)])
-    return h / np.maximum(h.sum(-1, keepdims=True), 1)
-
-
 def difficulty_figure(weights: np.ndarray, achieved: np.ndarray, class_names, title: str = ""):
     """Per class: target (bars) vs achieved (step line) histograms of transformed difficulty."""
     import matplotlib
@@ -202,59 +196,6 @@ def difficulty_figure(weights: np.ndarray, achieved: np.ndarray, class_names, ti
         fig.suptitle(title, fontsize=9)
     fig.supxlabel("transformed difficulty T(1 - p(y|x))", fontsize=8)
     return fig
-
-
-def within_class_diversity(features: np.ndarray, labels: np.ndarray) -> float:
-    """Mean over classes of the mean pairwise Euclidean distance between the features of one class
-    (classes with fewer than 2 images are skipped; nan if none has 2)."""
-    features, labels = np.asarray(features, np.float64), np.asarray(labels)
-    means = []
-    for c in np.unique(labels):
-        f = features[labels == c]
-        if len(f) < 2:
-            continue
-        d = np.sqrt(np.maximum(((f[:, None] - f[None]) ** 2).sum(-1), 0.0))
-        means.append(d[np.triu_indices(len(f), 1)].mean())
-    return float(np.mean(means)) if means else float("nan")
-
-
-def _nearest_distances(a: np.ndarray, b: np.ndarray, exclude_self: bool = False, chunk: int = 1024) -> np.ndarray:
-    """Distance from each row of ``a`` to its nearest row of ``b`` (the same row excluded if asked)."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    bb = (b ** 2).sum(-1)
-    out = np.empty(len(a))
-    for i in range(0, len(a), chunk):
-        d2 = (a[i:i + chunk] ** 2).sum(-1)[:, None] + bb[None] - 2.0 * a[i:i + chunk] @ b.T
-        if exclude_self:
-            rows = np.arange(i, min(i + chunk, len(a)))
-            d2[rows - i, rows] = np.inf
-        out[i:i + chunk] = np.sqrt(np.maximum(d2.min(-1), 0.0))
-    return out
-
-
-def coverage(real_features: np.ndarray, synthetic_features: np.ndarray) -> float:
-    """Fraction of real images whose nearest synthetic neighbour is closer than the median
-    real-to-real nearest-neighbour distance (feature space)."""
-    radius = np.median(_nearest_distances(real_features, real_features, exclude_self=True))
-    return float(np.mean(_nearest_distances(real_features, synthetic_features) < radius))
-
-
-def set_metrics(classifier, images: np.ndarray, labels: np.ndarray, ds: Dataset, max_real: int = 2000) -> dict:
-    """Within-class diversity of ``images`` and coverage of (up to ``max_real``, the first) real test
-    images, in the feature space of the classifier's first model (``net.embed``)."""
-    from jaxdd.train import default_inference_batch
-
-    net, variables = classifier.net, jax.tree.map(lambda v: v[0], classifier.variables)
-    embed = jax.jit(lambda x: net.embed(variables, x))
-    b = default_inference_batch()
-
-    def feats(x):
-        return np.concatenate([np.asarray(embed(jnp.asarray(x[i:i + b]))) for i in range(0, len(x), b)])
-
-    syn = feats(np.asarray(images, np.float32))
-    real = feats(np.asarray(ds.x_test[:max_real], np.float32))
-    return {"diversity": within_class_diversity(syn, labels), "coverage": coverage(real, syn),
-            "coverage_real_images": int(len(real))}
 
 
 def generate_set(prior: DiffusionPrior, params: Any, ds: Dataset, config: GenerateConfig, out: str | Path, *,
@@ -339,7 +280,7 @@ def generate_set(prior: DiffusionPrior, params: Any, ds: Dataset, config: Genera
     chosen_labels, chosen_scores = labels[indices], scores[indices]
     achieved_t = np.asarray(log_transform(chosen_scores, draw.lo[chosen_labels], draw.hi[chosen_labels]))
     achieved = class_histograms(achieved_t, chosen_labels, c)
-    kl = [float(kl_divergence(draw.weights[k], achieved[k])) for k in range(c)]
+    kl = histogram_kl(draw.weights, achieved_t, chosen_labels).tolist()
     view = lambda x: np.clip(x * ds.std + ds.mean, 0, 1)  # noqa: E731
     save_class_grid(out / "samples.png", view(distilled.images), distilled.labels, c, min(config.ipc, 10))
     save_figure(out / "difficulty.png", difficulty_figure(
