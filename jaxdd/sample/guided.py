@@ -134,6 +134,7 @@ class GenerateConfig:
     disc_epochs: int | None = None  # ACS discriminator epochs (None: ACSConfig's default)
     disc_model: str | None = None  # ACS discriminator network (None: ACSConfig's default, convnet)
     batch_size: int = 100
+    pad_to_batch: bool = False  # pad sampling batches to batch_size: one compilation for every set size
     seed: int = 0
 
     def __post_init__(self):
@@ -158,7 +159,7 @@ class GenerateConfig:
                                 "disc_epochs": self.disc_epochs, "discriminator": self.disc_model}.items()
               if v is not None}
         return ACSConfig(ipc=self.ipc, curricula=self.curricula, steps=self.steps, cfg_scale=self.cfg_scale,
-                         window=self.window, batch_size=self.batch_size, **kw)
+                         window=self.window, batch_size=self.batch_size, pad_to_batch=self.pad_to_batch, **kw)
 
 
 def check_inputs(prior: DiffusionPrior, ds: Dataset, config: GenerateConfig, where: str = "prior") -> Any:
@@ -201,7 +202,8 @@ def difficulty_figure(weights: np.ndarray, achieved: np.ndarray, class_names, ti
 def generate_set(prior: DiffusionPrior, params: Any, ds: Dataset, config: GenerateConfig, out: str | Path, *,
                  classifier=None, classifier_dir: str | Path | None = None, classifier_model: str = "convnet",
                  classifier_epochs: int | None = None, prior_path: str = "", dataset_id: str | None = None,
-                 resume: bool = False, progress: bool = True, stop_after: int | None = None) -> dict:
+                 resume: bool = False, progress: bool = True, stop_after: int | None = None,
+                 real_scores: np.ndarray | None = None) -> dict:
     """Generate IPC images per class (``config.guidance`` none | dag | acs; with a pool and DGS when
     ``pool_factor > 1``) and write to ``out``: ``distilled.npz/json`` (for ``jaxdd eval``), ``pool/``
     (for ``jaxdd sample``), ``samples.png``, ``difficulty.png`` (target vs achieved per class),
@@ -210,6 +212,7 @@ def generate_set(prior: DiffusionPrior, params: Any, ds: Dataset, config: Genera
     ``classifier``: a DifficultyClassifier, else loaded from / trained into ``classifier_dir``
     (default ``out/classifier``; ``classifier_model`` for ``classifier_epochs``, default 5).
     ``dataset_id``: how the outputs name the dataset (what ``jaxdd eval`` loads; default ``ds.name``).
+    ``real_scores``: the classifier's difficulty of every ``ds.x_train`` image (scored here when None).
     Returns the summary written to ``generate.json``."""
     from jaxdd.sample.classifier import DEFAULT_EPOCHS, load_or_train_classifier
     from jaxdd.train import TrainConfig
@@ -232,7 +235,11 @@ def generate_set(prior: DiffusionPrior, params: Any, ds: Dataset, config: Genera
             classifier_dir or out / "classifier", k_clf, ds, model=classifier_model,
             config=TrainConfig(epochs=DEFAULT_EPOCHS if classifier_epochs is None else classifier_epochs),
             progress=progress)
-    real_scores = classifier.scores(ds.x_train, ds.y_train, progress=progress, desc="score real")
+    if real_scores is None:
+        real_scores = classifier.scores(ds.x_train, ds.y_train, progress=progress, desc="score real")
+    elif len(real_scores) != len(ds.y_train):
+        raise ValueError(f"real_scores has {len(real_scores)} entries, the training split {len(ds.y_train)}: pass "
+                         "the classifier's scores of every training image, or None")
     c, n = ds.num_classes, config.ipc * config.pool_factor
     labels = np.repeat(np.arange(c), n).astype(np.int32)
     draw = difficulty_targets(k_target, labels, c, target, real_scores, ds.y_train)
@@ -257,7 +264,8 @@ def generate_set(prior: DiffusionPrior, params: Any, ds: Dataset, config: Genera
             aux, sample_aux = {"difficulty": classifier.variables}, {"difficulty": draw.raw}
         images = generate(prior, params, labels, k_gen, steps=config.steps, cfg_scale=config.cfg_scale,
                           guidance=terms, window=config.window, aux=aux, sample_aux=sample_aux,
-                          batch_size=config.batch_size, progress="generate" if progress else None)
+                          batch_size=config.batch_size, progress="generate" if progress else None,
+                          pad_to_batch=config.pad_to_batch)
     gen_seconds = time.time() - t0
     images = np.asarray(to_dataset_space(prior, images, ds.mean, ds.std), np.float32)
 
