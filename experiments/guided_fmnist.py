@@ -115,17 +115,17 @@ class Run:
     def left(self) -> float:
         return self.deadline - time.time() - self.args.margin_s
 
-    def fits(self, kind: str) -> bool:
-        return self.left() > 1.1 * self.estimate(kind)
+    def estimate(self, kind: str, default: float | None = None) -> float:
+        """The last time of a ``kind`` job (smoothed), else ``default`` / :func:`default_estimate`."""
+        guess = default_estimate(kind) if default is None else default
+        return self.timing.get(kind, guess / (100.0 if self.args.tiny else 1.0))
 
-    def estimate(self, kind: str) -> float:
-        return self.timing.get(kind, default_estimate(kind) / (100.0 if self.args.tiny else 1.0))
-
-    def job(self, name: str, kind: str, fn):
-        """Run ``fn()`` unless it does not fit the budget; record its time under ``kind``."""
-        if self.left() <= 0 or not self.fits(kind):
+    def job(self, name: str, kind: str, fn, default: float | None = None):
+        """Run ``fn()`` unless its estimate does not fit the budget; record its time under ``kind``."""
+        if self.left() <= 0 or self.left() < 1.1 * self.estimate(kind, default):
             self.record["jobs"].append({"job": name, "state": "skipped (budget)"})
-            print(f"[guided] skip {name}: {self.left():.0f} s left, ~{self.estimate(kind):.0f} s needed", flush=True)
+            print(f"[guided] skip {name}: {self.left():.0f} s left, ~{self.estimate(kind, default):.0f} s needed",
+                  flush=True)
             return None
         t = time.time()
         result = fn()
@@ -151,12 +151,14 @@ def write_json(path: Path, obj) -> None:
     tmp.replace(path)
 
 
-def stratified_kl(metrics_weights, scores, labels, lo, hi) -> float:
+def mean_kl(weights, scores, labels, lo, hi) -> float:
+    """Mean over classes of KL(weights_c || histogram of the class's scores), transformed by DGS's
+    per-class ``(lo, hi)``."""
     from jaxdd.sample.metrics import histogram_kl
     from jaxdd.sample.transform import log_transform
 
     t = np.asarray(log_transform(scores, lo[labels], hi[labels]))
-    return float(np.mean(histogram_kl(metrics_weights, t, labels)))
+    return float(np.mean(histogram_kl(weights, t, labels)))
 
 
 def main(argv=None) -> int:
@@ -264,16 +266,20 @@ def main(argv=None) -> int:
             with np.load(set_dir(ipc, name) / "set.npz") as z:
                 return z["x"], z["y"]
 
+        transforms = {}
+
         def finish_set(ipc, name, x, y, info):
             """Save the set and its metrics (kl vs the real histogram, recognition, diversity, coverage)."""
             d = set_dir(ipc, name)
             d.mkdir(parents=True, exist_ok=True)
             np.savez(d / "set.npz", x=np.asarray(x, np.float32), y=np.asarray(y, np.int32))
             scores = clf.scores(x, y)
-            tf = fit_transforms(real_scores, ds.y_train, ipc, num_classes=ds.num_classes)
-            lo, hi = np.asarray(tf.search.lo), np.asarray(tf.search.hi)
-            real_w = target_weights("real", ds.num_classes, tf.pool_transformed, ds.y_train)
-            m = {"ipc": ipc, "name": name, "kl_real": stratified_kl(real_w, scores, np.asarray(y), lo, hi),
+            if ipc not in transforms:  # the transform DAG's targets are drawn in (difficulty_targets)
+                tf = fit_transforms(real_scores, ds.y_train, ipc, num_classes=ds.num_classes)
+                transforms[ipc] = (np.asarray(tf.search.lo), np.asarray(tf.search.hi),
+                                   target_weights("real", ds.num_classes, tf.pool_transformed, ds.y_train))
+            lo, hi, real_w = transforms[ipc]
+            m = {"ipc": ipc, "name": name, "kl_real": mean_kl(real_w, scores, np.asarray(y), lo, hi),
                  "mean_d": float(scores.mean()), "recognised": round(100 * float(np.mean(clf.accuracy(x, y))), 2),
                  **set_metrics(clf, x, y, ds, max_real=cfg["max_real"]), **info}
             rec["sets"][f"ipc{ipc}/{name}"] = m
@@ -366,7 +372,11 @@ def main(argv=None) -> int:
                     continue
                 key = f"ipc{ipc}/{name}"
                 if key not in rec["sets"]:
-                    run.job(f"set {key}", f"{kind}_{ipc}" if kind in ("gen", "acs", "dm") else kind, fn)
+                    if kind == "acs":  # K - 1 discriminators, each compiled for its own set size
+                        k = int(name.rsplit("k", 1)[1])
+                        run.job(f"set {key}", f"acs_{ipc}_k{k}", fn, default=20.0 + 12.0 * k)
+                    else:
+                        run.job(f"set {key}", f"{kind}_{ipc}" if kind in ("gen", "dm") else kind, fn)
                 if key in rec["sets"] and "convnet" in args.archs and f"{key}/convnet" not in rec["evals"]:
                     run.job(f"eval {key}/convnet", f"eval_convnet_{ipc}", make_eval(ipc, name, "convnet"))
 
@@ -440,7 +450,13 @@ def results_md(record: dict, args) -> str:
              f"{record['settings']['eval_models']} models per set and architecture (paired keys)", "",
              "| IPC | set | " + " | ".join(archs) + " | KL real | KL target | recognised % | diversity | coverage | s/image |",
              "|" + "---|" * (len(archs) + 8)]
+    best = {}  # ipc -> the unguided set with the best ConvNet accuracy
+    for key, s in record["sets"].items():
+        e = record["evals"].get(f"{key}/convnet")
+        if s["name"].startswith("unguided_cfg") and e and e["mean"] > best.get(s["ipc"], ("", -1.0))[1]:
+            best[s["ipc"]] = (s["name"], e["mean"])
     for key, s in sorted(record["sets"].items(), key=lambda kv: (kv[1]["ipc"], kv[0])):
+        name = s["name"] + (" (best CFG)" if best.get(s["ipc"], ("",))[0] == s["name"] else "")
         accs = []
         for a in archs:
             e = record["evals"].get(f"{key}/{a}")
@@ -448,7 +464,7 @@ def results_md(record: dict, args) -> str:
 
         def f(v, d=3):
             return "" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.{d}f}"
-        lines.append(f"| {s['ipc']} | {s['name']} | " + " | ".join(accs) + f" | {f(s.get('kl_real'))} | "
+        lines.append(f"| {s['ipc']} | {name} | " + " | ".join(accs) + f" | {f(s.get('kl_real'))} | "
                      f"{f(s.get('kl_target'))} | {s.get('recognised')} | {f(s.get('diversity'))} | "
                      f"{f(s.get('coverage'))} | {f(s.get('seconds_per_image'), 4)} |")
     skipped = [j["job"] for j in record.get("jobs", []) if j["state"] != "done"]
