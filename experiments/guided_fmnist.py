@@ -428,7 +428,7 @@ def main(argv=None) -> int:
                     return None if rec["prior"].get("step", 0) >= rec["prior"].get("total", 1) else ti
                 if len(parts) >= 4 and parts[1].startswith("ipc"):  # name/ipcN/set/<file or folder>/...
                     finished = (folder / parts[1] / parts[2] / "set.npz").is_file()
-                    if parts[3] in ("set.npz", "generate.json"):
+                    if parts[3] in ("set.npz", "generate.json", "difficulty.png"):
                         return ti
                     return None if finished or parts[3] == "pool" else ti
                 return ti
