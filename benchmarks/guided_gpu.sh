@@ -9,11 +9,11 @@
 #   OUT=/some/dir bash benchmarks/guided_gpu.sh [BUDGET_SECONDS (default 420)] [FOLDER (default runs/guided_gpu)]
 #
 # Run from the repository root (PYTHONPATH=. is set here). Data: data/fashion-mnist/*.gz in the
-# repository root when present, else jaxdd's default folder. Outputs in $OUT (8 files at most):
+# repository root when present, else jaxdd's default folder. Outputs in $OUT (8 files):
 # guided_gpu.log, guided_gpu.json / .md (settings, per-set metrics, accuracies, timings),
-# guided_gpu.tar.gz (FOLDER without the pools: for a fresh machine copy it to runs/ of the repository
-# root and carry it; it is unpacked when FOLDER is missing), prior_samples.png,
-# grid_ipc10_{unguided_cfg2,dag_real}.png, difficulty_ipc10_dag_real.png.
+# guided_gpu.tar.gz (FOLDER: prior, classifier, status) and guided_sets.tar.gz (the sets, float16):
+# for a fresh machine copy both to runs/ of the repository root and carry them; they are unpacked
+# when FOLDER is missing. prior_samples.png, grid_ipc10_dag_real.png, difficulty_ipc10_dag_real.png.
 # JAXDD_TINY=1: a CPU smoke test (embedded data, tiny prior and networks, a few steps).
 set -o pipefail
 export PYTHONUNBUFFERED=1
@@ -30,7 +30,7 @@ LOG="$OUT/guided_gpu.log"
   python3 -c 'import jax; print(jax.devices())'
 } 2>&1 | tee -a "$LOG"
 ARGS=(--deadline $((START + BUDGET)) --folder "$FOLDER" --out "$OUT" --tar
-      --restore "runs/$(basename "$FOLDER").tar.gz")
+      --restore "runs/$(basename "$FOLDER").tar.gz" runs/guided_sets.tar.gz)
 if [ -d data/fashion-mnist ]; then ARGS+=(--data-dir data/fashion-mnist); fi
 if [ "${JAXDD_TINY:-0}" = "1" ]; then ARGS=(--tiny --margin-s 2 "${ARGS[@]}"); fi
 python3 experiments/guided_fmnist.py "${ARGS[@]}" 2>&1 | tee -a "$LOG"

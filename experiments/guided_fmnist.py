@@ -30,8 +30,10 @@ and coverage of the real test set in the classifier's feature space, seconds per
 Work is a list of jobs run in order; a job starts only when its estimated time (the last job of the
 same kind, else a default) fits before the deadline, so the run ends on time with everything done
 so far saved. ``OUT/guided_gpu.json`` and ``.md`` hold the results (rewritten after every job);
-``--tar`` packs the folder (without the generated pools) into ``OUT/guided_gpu.tar.gz``, which
-``--restore`` unpacks on a fresh machine.
+``--tar`` packs the folder into ``OUT/guided_gpu.tar.gz`` and ``OUT/guided_sets.tar.gz``
+(:func:`pack`), which ``--restore`` unpacks on a fresh machine. The sets travel as float16: a
+rerun evaluates the architectures still missing on the float16-rounded images (relative error
+~5e-4), the finished rows keep their float32 evaluation.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ import jax
 import numpy as np
 
 # GPU defaults (one H200, ~420 s with compilation) and the CPU smoke test (--tiny: embedded data)
-FULL = {"prior": {"width": 64, "depth": 2, "ae_width": 32, "ae_steps": 1500, "steps": 6000, "batch": 256,
+FULL = {"prior": {"width": 48, "depth": 2, "ae_width": 32, "ae_steps": 1500, "steps": 6000, "batch": 256,
                   "chunk": 1500},
         "ddim_steps": 50, "gen_batch": 250, "clf_model": "convnet", "clf_epochs": 5, "dm_iterations": 500,
         "dm_batch_real": 256, "disc_epochs": 150, "eval_epochs": 100, "eval_models": 3, "max_real": 2000}
@@ -85,7 +87,7 @@ def parse_args(argv=None):
     p.add_argument("--deadline", type=float, default=None, help="UNIX time; no job starts that would end later")
     p.add_argument("--margin-s", type=float, default=15.0, help="seconds kept free before the deadline")
     p.add_argument("--tar", action="store_true")
-    p.add_argument("--restore", default=None)
+    p.add_argument("--restore", nargs="+", default=None, help="archives to unpack when --folder does not exist")
     p.add_argument("--tiny", action="store_true")
     p.add_argument("--eval-epochs", type=int, default=None)
     p.add_argument("--eval-models", type=int, default=None)
@@ -187,11 +189,12 @@ def main(argv=None) -> int:
     if bad:
         raise SystemExit(f"bad --ipc / --archs values {bad}; archs: {', '.join(TINY_ARCHS)}")
     folder, out = Path(args.folder), Path(args.out)
-    if args.restore and not folder.exists() and Path(args.restore).is_file():
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(args.restore) as tar:
-            tar.extractall(folder.parent, filter="data")
-        print(f"[guided] restored {folder} from {args.restore}", flush=True)
+    if args.restore and not folder.exists():
+        for archive in [a for a in args.restore if Path(a).is_file()]:
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            with tarfile.open(archive) as tar:
+                tar.extractall(folder.parent, filter="data")
+            print(f"[guided] restored {folder} from {archive}", flush=True)
     folder.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     run = Run(args, cfg, folder, out)
@@ -263,8 +266,10 @@ def main(argv=None) -> int:
             return folder / f"ipc{ipc}" / name
 
         def load_set(ipc, name):
-            with np.load(set_dir(ipc, name) / "set.npz") as z:
-                return z["x"], z["y"]
+            """The set as saved (set.npz), or its float16 copy restored from the archive (set16.npz)."""
+            path = set_dir(ipc, name) / "set.npz"
+            with np.load(path if path.is_file() else path.with_name("set16.npz")) as z:
+                return z["x"].astype(np.float32), z["y"]
 
         transforms = {}
 
@@ -273,6 +278,7 @@ def main(argv=None) -> int:
             d = set_dir(ipc, name)
             d.mkdir(parents=True, exist_ok=True)
             np.savez(d / "set.npz", x=np.asarray(x, np.float32), y=np.asarray(y, np.int32))
+            np.savez(d / "set16.npz", x=np.asarray(x, np.float16), y=np.asarray(y, np.int32))  # for the archive
             scores = clf.scores(x, y)
             if ipc not in transforms:  # the transform DAG's targets are drawn in (difficulty_targets)
                 tf = fit_transforms(real_scores, ds.y_train, ipc, num_classes=ds.num_classes)
@@ -405,8 +411,8 @@ def main(argv=None) -> int:
             other_archs(largest)
         # a few grids: the prior's samples and the IPC-10 sets (first image rows)
         grid_ipc = 10 if 10 in args.ipc else args.ipc[-1]
-        for name in ("unguided_cfg2", "dag_real"):
-            if (set_dir(grid_ipc, name) / "set.npz").is_file():
+        for name in ("dag_real",):
+            if (set_dir(grid_ipc, name) / "set.npz").is_file() or (set_dir(grid_ipc, name) / "set16.npz").is_file():
                 x, y = load_set(grid_ipc, name)
                 save_class_grid(out / f"grid_ipc{grid_ipc}_{name}.png", ds.denormalize(x), y, ds.num_classes,
                                 min(grid_ipc, 10))
@@ -419,24 +425,42 @@ def main(argv=None) -> int:
     finally:
         publish()
         if args.tar:
-            def keep(ti):
-                """Pack what a rerun needs: the prior (its training checkpoints only while unfinished), the
-                classifier, the scores, each set's set.npz + generate.json (its ACS checkpoints or DM run
-                only while the set is unfinished), the status; not the pools."""
-                parts = Path(ti.name).parts
-                if len(parts) >= 2 and parts[1] == "prior" and "checkpoints" in parts:
-                    return None if rec["prior"].get("step", 0) >= rec["prior"].get("total", 1) else ti
-                if len(parts) >= 4 and parts[1].startswith("ipc"):  # name/ipcN/set/<file or folder>/...
-                    finished = (folder / parts[1] / parts[2] / "set.npz").is_file()
-                    if parts[3] in ("set.npz", "generate.json", "difficulty.png"):
-                        return ti
-                    return None if finished or parts[3] == "pool" else ti
-                return ti
-            with tarfile.open(out / "guided_gpu.tar.gz", "w:gz") as tar:
-                tar.add(folder, arcname=folder.name, filter=keep)
-            print(f"[guided] packed {folder} into {out / 'guided_gpu.tar.gz'} "
-                  f"({(out / 'guided_gpu.tar.gz').stat().st_size / 1e6:.1f} MB)", flush=True)
+            pack(folder, out, rec)
     return 0
+
+
+def pack(folder: Path, out: Path, rec: dict) -> None:
+    """Two archives (each under the 16 MiB a file of $OUT may have): ``guided_gpu.tar.gz`` with the
+    prior (its training checkpoints only while unfinished), the classifier, the scores, the status,
+    each set's generate.json / difficulty.png and, only while the set is unfinished, its ACS
+    checkpoints or DM run; ``guided_sets.tar.gz`` with every set as float16 (``set16.npz``, what a
+    rerun evaluates the still unevaluated architectures on). No pools, no float32 sets."""
+    def finished(parts):
+        d = folder / parts[1] / parts[2]
+        return (d / "set.npz").is_file() or (d / "set16.npz").is_file()
+
+    def main_part(ti):
+        parts = Path(ti.name).parts
+        if len(parts) >= 2 and parts[1] == "prior" and "checkpoints" in parts:
+            return None if rec["prior"].get("step", 0) >= rec["prior"].get("total", 1) else ti
+        if len(parts) >= 4 and parts[1].startswith("ipc"):  # name/ipcN/set/<file or folder>/...
+            if parts[3] in ("generate.json", "difficulty.png"):
+                return ti
+            if parts[3] in ("set.npz", "set16.npz", "pool", "distilled.npz", "distilled.json", "samples.png"):
+                return None
+            return None if finished(parts) else ti
+        return ti
+
+    def sets_part(ti):
+        parts = Path(ti.name).parts
+        if len(parts) <= 3 or (len(parts) == 4 and parts[3] == "set16.npz"):
+            return ti if ti.isdir() or parts[-1] == "set16.npz" else None
+        return None
+
+    for name, keep in (("guided_gpu.tar.gz", main_part), ("guided_sets.tar.gz", sets_part)):
+        with tarfile.open(out / name, "w:gz") as tar:
+            tar.add(folder, arcname=folder.name, filter=keep)
+        print(f"[guided] packed {out / name} ({(out / name).stat().st_size / 1e6:.1f} MB)", flush=True)
 
 
 def results_md(record: dict, args) -> str:
