@@ -94,6 +94,8 @@ def parse_args(argv=None):
     p.add_argument("--dm-iterations", type=int, default=None)
     p.add_argument("--disc-epochs", type=int, default=None)
     p.add_argument("--prior-steps", type=int, default=None)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting of FULL / TINY (JSON value; prior.width=32, ddim_steps=25, ...)")
     p.add_argument("--only", default=None, help="comma list of set names to run (e.g. unguided_cfg2,dag_real)")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
@@ -138,21 +140,6 @@ class Run:
         return result
 
 
-def _json_default(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
-
-
-def write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=_json_default))
-    tmp.replace(path)
-
-
 def mean_kl(weights, scores, labels, lo, hi) -> float:
     """Mean over classes of KL(weights_c || histogram of the class's scores), transformed by DGS's
     per-class ``(lo, hi)``."""
@@ -174,6 +161,7 @@ def main(argv=None) -> int:
     from jaxdd.sample.metrics import set_metrics
     from jaxdd.train import TrainConfig
     from jaxdd.utils.images import save_class_grid
+    from jaxdd.utils.io import write_json
 
     args = parse_args(argv)
     args.ipc = args.ipc or ([2] if args.tiny else [1, 10, 50])
@@ -185,6 +173,17 @@ def main(argv=None) -> int:
             cfg[k] = v
     if args.prior_steps is not None:
         cfg["prior"]["steps"] = args.prior_steps
+    for item in args.set:
+        key, _, value = item.partition("=")
+        *path, last = key.split(".")
+        node = cfg
+        for k in path:
+            node = node.get(k) if isinstance(node.get(k), dict) else None
+            if node is None:
+                raise SystemExit(f"--set {item}: unknown setting {key!r}; settings: {json.dumps(cfg)}")
+        if last not in node:
+            raise SystemExit(f"--set {item}: unknown setting {key!r}; settings: {json.dumps(cfg)}")
+        node[last] = json.loads(value)
     bad = [i for i in args.ipc if i < 1] + [a for a in args.archs if a not in TINY_ARCHS]
     if bad:
         raise SystemExit(f"bad --ipc / --archs values {bad}; archs: {', '.join(TINY_ARCHS)}")

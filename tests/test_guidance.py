@@ -43,6 +43,21 @@ def test_generate_is_bit_identical_to_the_previous_prior_sample_path(pixel):
     np.testing.assert_array_equal(got, np.concatenate(expected))
 
 
+def test_pad_to_batch_gives_the_unpadded_samples(pixel):
+    """pad_to_batch fills a short batch up to batch_size (one compilation for every N): with JAX's
+    partitionable threefry the first rows of the larger noise draw are the smaller draw's, and every
+    op is per sample, so the samples equal the unpadded ones up to float32 noise of another batch
+    shape (values ~1: 1e-5)."""
+    prior, params = pixel
+    labels, key = np.array([0, 1, 2], np.int32), jax.random.key(5)
+    if not jax.config.jax_threefry_partitionable:
+        pytest.skip("the equality needs jax_threefry_partitionable (JAX's default since 0.5)")
+    got = generate(prior, params, labels, key, steps=3, cfg_scale=2.0, batch_size=8, pad_to_batch=True)
+    want = generate(prior, params, labels, key, steps=3, cfg_scale=2.0, batch_size=8)
+    assert got.shape == want.shape == (3, *prior.image_shape)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
 def test_ld3m_generator_is_bit_identical_to_plain_ddim_with_skip(pixel):
     prior, params = pixel
     k1, k2 = jax.random.split(jax.random.key(1))

@@ -102,7 +102,8 @@ def generate(prior: DiffusionPrior, params: Any, labels: np.ndarray, key: jax.Ar
     ``return_latents``), in batches of ``batch_size``: batch j is :func:`generate_batch` with
     ``fold_in(key, j)``; ``sample_aux`` (leading N axis) is batched with the labels.
     ``pad_to_batch``: pad N < ``batch_size`` up to it, so that one compilation serves every N
-    (:func:`jaxdd.generative.training.in_batches`); the samples do not change."""
+    (:func:`jaxdd.generative.training.in_batches`); with JAX's partitionable threefry (the default)
+    the samples are the unpadded ones up to floating-point differences of the batch shape."""
     from jaxdd.generative.training import in_batches
 
     labels = np.asarray(labels, np.int32)
