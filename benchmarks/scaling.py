@@ -37,6 +37,7 @@ ROOT = os.path.dirname(HERE)
 NUM_CLASSES, SHAPE = 10, (32, 32, 3)
 MARK = "SCALING-RESULT "
 sys.path[:0] = [ROOT, HERE]  # this checkout's jaxdd (and _bench) before any installed copy
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # workers may share the GPU with this process
 
 
 # ------------------------------------------------------------------------------------- worker
@@ -44,9 +45,8 @@ def worker(args) -> int:
     """One process of one row: initialise, time the DM update and the evaluation epoch."""
     from jaxdd.utils import distributed
 
-    multi = args.num_processes > 1
-    distributed.initialize(args.coordinator if multi else None, args.num_processes if multi else None,
-                           args.process_id if multi else None,
+    # all three given: one process stays one process (no cluster detection)
+    distributed.initialize(args.coordinator, args.num_processes, args.process_id,
                            cpu_devices=args.local_devices if args.platform == "cpu" else None)
     import jax
     import numpy as np

@@ -115,8 +115,9 @@ def _check_backend_not_started() -> None:
 
 
 def is_primary() -> bool:
-    """Whether this process writes outputs (JSON, images, distilled sets): process 0."""
-    return jax.process_index() == 0
+    """Whether this process writes outputs (JSON, images, distilled sets): process 0 (always true
+    before or without ``jax.distributed``; asking does not start a backend then)."""
+    return not jax.distributed.is_initialized() or jax.process_index() == 0
 
 
 def process_count() -> int:

@@ -29,6 +29,9 @@ def data_mesh(num_devices: int | None = None) -> Mesh:
     if not 1 <= n <= len(devices):
         raise ValueError(f"asked for {n} devices but only {len(devices)} are visible; on CPU set "
                          "XLA_FLAGS=--xla_force_host_platform_device_count=N before importing jax")
+    if jax.process_count() > 1 and n != len(devices):
+        raise ValueError(f"a multi-process run shards over all {len(devices)} devices of its {jax.process_count()} "
+                         f"processes, not {n}: omit --devices (or give {len(devices)})")
     return Mesh(np.asarray(devices[:n]), (DATA_AXIS,))
 
 
