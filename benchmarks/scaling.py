@@ -20,6 +20,11 @@ ratios measure the overhead of sharding and of the cross-process (gloo) collecti
 speed-up. On a GPU host the ``gpu`` rows use the real GPUs (rows needing more GPUs than the host
 has are listed as skipped); ``--platform cpu`` runs only the CPU rows, ``--platform gpu`` only
 the GPU rows, ``auto`` both where a GPU is present. The 1-minute load average is recorded.
+
+``--memory`` instead prints XLA's compiled memory estimate per device of one DM update
+(ConvNet, CIFAR-10 shape, the authors' 256 real images per class, all real images embedded at
+once as on an accelerator) at IPC 10 and 50 on 1 and 8 (fake CPU) devices: the synthetic set is
+replicated, the real batch split over the ``data`` axis.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ import socket
 import subprocess
 import sys
 import time
+
+import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -97,6 +104,40 @@ def worker(args) -> int:
                                  "eval_s": round(eval_s, 4), "eval_loop": trainer.epoch_loop,
                                  "backend": jax.default_backend()}), flush=True)
     return 0
+
+
+def memory_rows(args) -> list[dict]:
+    """Compiled memory per device of one DM update at IPC 10/50 on 1 and 8 CPU devices (compiled, not run)."""
+    import dataclasses
+
+    import jax
+
+    jax.config.update("jax_platforms", "cpu")
+    jax.config.update("jax_num_cpu_devices", 8)
+    from _bench import compiled_memory_bytes, megabytes
+
+    from jaxdd.distill import build_method
+    from jaxdd.distill.base import RealData
+    from jaxdd.models import create_network
+    from jaxdd.utils.mesh import data_mesh, replicate
+
+    net = create_network("convnet", num_classes=NUM_CLASSES, input_shape=SHAPE)
+    rows = []
+    for ipc in (10, 50):
+        n = 256
+        x = np.zeros((NUM_CLASSES * n,) + SHAPE, np.float32)
+        real = RealData.from_arrays(x, np.repeat(np.arange(NUM_CLASSES), n), NUM_CLASSES)
+        for d in (1, 8):
+            mesh = data_mesh(d) if d > 1 else None
+            method = dataclasses.replace(build_method("dm", net, mesh=mesh, ipc=ipc, batch_real=n),
+                                         real_chunk=2**31 - 1)
+            state = method.init(jax.random.key(0), real)
+            r, st = replicate((real, state), mesh)
+            compiled = jax.jit(method.update).lower(st, r).compile()
+            rows.append({"method": "dm", "ipc": ipc, "batch_real": n, "devices": d,
+                         "memory_mb_per_device": megabytes(compiled_memory_bytes(compiled))})
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    return rows
 
 
 # ------------------------------------------------------------------------------------- parent
@@ -172,6 +213,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per row before its workers are killed")
     ap.add_argument("--out", default=None, help="JSON file for the rows")
+    ap.add_argument("--memory", action="store_true", help="compiled memory per device of DM at IPC 10/50 instead")
     # worker-only flags
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--local-devices", type=int, default=1, help=argparse.SUPPRESS)
@@ -184,6 +226,9 @@ def main(argv=None) -> int:
 
     from _bench import report
 
+    if args.memory:
+        report("scaling-memory", args, memory_rows(args))
+        return 0
     devices = [int(v) for v in args.devices.split(",")]
     processes = [int(v) for v in args.processes.split(",")]
     platforms = ["cpu"] if args.platform == "cpu" else []

@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jaxdd", description="Difficulty-aware dataset distillation in JAX/Flax.")
     parser.add_argument("--version", action="version", version=f"jaxdd {__version__}")
-    distributed.add_arguments(parser)
+    distributed.add_arguments(parser, default=argparse.SUPPRESS)  # for --help; main() takes them out first
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         if info.name.startswith("_"):

@@ -30,14 +30,15 @@ class DistributedError(ValueError):
     """The multi-process settings are inconsistent or came too late; the message says the fix."""
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``--coordinator / --num-processes / --process-id`` flags (all or none)."""
+def add_arguments(parser: argparse.ArgumentParser, default: Any = None) -> None:
+    """The ``--coordinator / --num-processes / --process-id`` flags (all or none); ``default``
+    ``argparse.SUPPRESS`` leaves them out of the namespace when not given."""
     group = parser.add_argument_group("multi-process (omit on one machine; TPU pods and SLURM are detected)")
-    group.add_argument("--coordinator", metavar="HOST:PORT", default=None,
+    group.add_argument("--coordinator", metavar="HOST:PORT", default=default,
                        help="address of process 0's coordinator service, the same for every process")
-    group.add_argument("--num-processes", type=int, metavar="P", default=None,
+    group.add_argument("--num-processes", type=int, metavar="P", default=default,
                        help="number of processes in the job")
-    group.add_argument("--process-id", type=int, metavar="I", default=None,
+    group.add_argument("--process-id", type=int, metavar="I", default=default,
                        help="this process's index, 0 .. P-1 (0 writes the outputs)")
 
 
