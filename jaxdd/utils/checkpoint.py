@@ -315,7 +315,7 @@ class Checkpointer:
                 spec["item"] = None
             specs.append(spec)
         record = {"format": FORMAT, "version": VERSION, "step": step, "leaves": specs, "metadata": meta_user,
-                  "processes": jax.process_count(), "devices": jax.device_count()}
+                  **dict(zip(("processes", "devices"), _topology()))}
         items = {"meta": ocp.args.JsonSave(record)}
         if arrays:
             items["state"] = ocp.args.StandardSave(arrays)
@@ -485,11 +485,16 @@ class Checkpointer:
         return f"Checkpointer({str(self.directory)!r}, max_to_keep={self.max_to_keep})"
 
 
+def _topology() -> tuple[int, int]:
+    """(processes, devices) of this run, recorded with every checkpoint."""
+    return jax.process_count(), jax.device_count()
+
+
 def _topology_note(record: dict) -> str:
     """When the saving run had another process/device count: say so (global shapes that depend on
     it, such as a batch per device, cannot be resumed across counts)."""
     saved = (record.get("processes"), record.get("devices"))
-    now = (jax.process_count(), jax.device_count())
+    now = _topology()
     if saved[0] is None or tuple(saved) == now:
         return ""
     return (f" The checkpoint was saved by {saved[0]} process(es) with {saved[1]} device(s), this run has {now[0]} "
