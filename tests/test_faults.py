@@ -24,6 +24,7 @@ from jaxdd.data.dataset import DatasetError
 from jaxdd.data.distilled import DistilledSet
 from jaxdd.distill import RealData, build_method, distill
 from jaxdd.models import create_network
+from jaxdd.utils import checkpoint
 from jaxdd.utils.checkpoint import CheckpointError, Checkpointer, CheckpointSaveError
 from jaxdd.utils.io import OutputError, check_output
 
@@ -491,14 +492,18 @@ def test_failed_restores_leave_no_unraisable_event_loop_errors(tmp_path, monkeyp
 # ----------------------------------------------------------------------------- README claims
 
 def test_readme_claims_match_the_code(tmp_path, monkeypatch):
-    import jax
-
     readme = (REPO / "README.md").read_text()
     assert "apt-get update && apt-get install -y dataset-fashion-mnist" in readme  # a command a user can run
     assert "apt-get install -y -qq dataset-fashion-mnist" in (REPO / ".ci" / "run").read_text()  # the same package
-    # "the checkpointer refuses to save when jax.process_count() > 1"
-    assert "refuses\nto save when `jax.process_count() > 1`" in readme
+    # "a run can `--resume` with another process or device count when the global shapes match (a
+    # clear error names the leaf otherwise)": a checkpoint recorded as written by 2 processes x 4
+    # devices restores here when the shapes match, and a mismatch names both counts
+    assert "a run can `--resume` with\nanother process or device count when the global shapes match" in readme
     with Checkpointer(tmp_path) as ck:
-        with monkeypatch.context() as m, pytest.raises(ValueError, match="single-process runs only"):
-            m.setattr(jax, "process_count", lambda: 2)
-            ck.save(1, {"a": np.zeros(2)})
+        with monkeypatch.context() as m:
+            m.setattr(checkpoint, "_topology", lambda: (2, 4))
+            ck.save(1, {"a": np.arange(2.0)})
+        assert ck.describe(1)["leaves"][0]["shape"] == [2]
+        np.testing.assert_array_equal(ck.restore({"a": np.zeros(2)})[1]["a"], np.arange(2.0))
+        with pytest.raises(ValueError, match=r"saved by 2 process\(es\) with 4 device\(s\), this run has 1"):
+            ck.restore({"a": np.zeros(4)})

@@ -28,6 +28,7 @@ from jax.sharding import Mesh
 
 from jaxdd.difficulty import gradnorm, scores as S
 from jaxdd.models.network import Network, Variables
+from jaxdd.utils.distributed import to_host
 from jaxdd.utils.mesh import replicate, shard_batch
 
 SCORES = ("grand", "grand-last", "el2n", "loss", "confidence", "misclass", "forgetting")
@@ -125,7 +126,7 @@ def score_models(net: Network, variables: Variables, x: Any, y: Any, score: str,
             xb = np.concatenate([xb, np.zeros((b - k, *xb.shape[1:]), xb.dtype)])
             yb = np.concatenate([yb, np.zeros((b - k, *yb.shape[1:]), yb.dtype)])
         xb, yb = shard_batch((jnp.asarray(xb), jnp.asarray(yb)), mesh)
-        out.append(np.asarray(_score_batch_stacked(net, score, method, variables, xb, yb))[:, :k])
+        out.append(to_host(_score_batch_stacked(net, score, method, variables, xb, yb))[:, :k])
     return np.concatenate(out, axis=1)
 
 

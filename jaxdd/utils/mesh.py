@@ -3,9 +3,12 @@
 Training and scoring code stays single-device code: it is jitted once, and the *inputs* carry
 shardings. Batches are split along their leading axis over the mesh axis ``data``; parameters
 and other state are replicated. XLA inserts the cross-device reductions, so the numbers match a
-single device up to floating-point summation order. Today this is one process with many devices
-(one host's GPUs, or fake CPU devices); multi-process runs are not supported yet (the
-checkpointer refuses ``jax.process_count() > 1``).
+single device up to floating-point summation order.
+
+In a multi-process run (``jaxdd.utils.distributed.initialize``) the mesh spans the devices of
+all processes. Every process holds the same host data (it loads the same dataset and draws the
+same random numbers), and :func:`shard_batch` / :func:`replicate` build global arrays from it:
+each process places only the shards of its own devices.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ def data_mesh(num_devices: int | None = None) -> Mesh:
     if not 1 <= n <= len(devices):
         raise ValueError(f"asked for {n} devices but only {len(devices)} are visible; on CPU set "
                          "XLA_FLAGS=--xla_force_host_platform_device_count=N before importing jax")
+    if jax.process_count() > 1 and n != len(devices):
+        raise ValueError(f"a multi-process run shards over all {len(devices)} devices of its {jax.process_count()} "
+                         f"processes, not {n}: omit --devices (or give {len(devices)})")
     return Mesh(np.asarray(devices[:n]), (DATA_AXIS,))
 
 
@@ -36,6 +42,21 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
+
+
+def put_global(x: Any, sharding: NamedSharding) -> jax.Array:
+    """``x`` (the same full value on every process) placed with ``sharding``: ``jax.device_put``
+    when the sharding's devices are all local, else each process builds its addressable shards
+    (``jax.make_array_from_process_local_data`` with the full array as this process's data)."""
+    if sharding.is_fully_addressable:
+        return jax.device_put(x, sharding)
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:  # already global: reshard inside jit
+        return jax.jit(lambda v: v, out_shardings=sharding)(x)
+    if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        data = put_global(np.asarray(jax.random.key_data(x)), sharding)
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+    x = np.asarray(x)
+    return jax.make_array_from_process_local_data(sharding, x, x.shape)
 
 
 def shard_batch(tree: Any, mesh: Mesh | None) -> Any:
@@ -52,7 +73,7 @@ def shard_batch(tree: Any, mesh: Mesh | None) -> Any:
         if np.ndim(x) == 0 or x.shape[0] % n:
             raise ValueError(f"cannot shard an array of shape {np.shape(x)} over {n} devices: its "
                              f"leading axis must be a multiple of {n}")
-        return jax.device_put(x, batch_sharding(mesh))
+        return put_global(x, batch_sharding(mesh))
 
     return jax.tree.map(put, tree)
 
@@ -61,4 +82,6 @@ def replicate(tree: Any, mesh: Mesh | None) -> Any:
     """Place every array of ``tree`` on all devices of the mesh (unchanged if ``mesh`` is None)."""
     if mesh is None:
         return tree
+    if mesh.is_multi_process:
+        return jax.tree.map(lambda x: put_global(x, replicated(mesh)), tree)
     return jax.device_put(tree, replicated(mesh))
