@@ -137,7 +137,8 @@ def memory_rows(args) -> list[dict]:
         real = RealData.from_arrays(x, np.repeat(np.arange(NUM_CLASSES), n), NUM_CLASSES)
         for d in (1, 8):
             mesh = data_mesh(d) if d > 1 else None
-            method = dataclasses.replace(build_method("dm", net, mesh=mesh, ipc=ipc, batch_real=n),
+            method = dataclasses.replace(build_method("dm", net, mesh=mesh, ipc=ipc, batch_real=n,
+                                                      class_batch=NUM_CLASSES),  # no memory plan: all at once
                                          real_chunk=2**31 - 1)
             state = method.init(jax.random.key(0), real)
             r, st = replicate((real, state), mesh)
