@@ -12,6 +12,9 @@ Every row runs in fresh worker processes (``P`` processes with ``D/P`` devices e
   after one warm-up;
 - ``eval_s``: one evaluation epoch (``Trainer.train_epoch``: ``--models`` seeds of ConvNet on
   ``--eval-images`` images, batch 256 split over the devices), median likewise;
+- ``eval_models_axis_s`` (rows with more than one device dividing ``--models``): the same epoch
+  with the seeds split over a ``models`` mesh axis (``models_mesh``, loop ``steps``: each device
+  trains its own seeds, no communication);
 - ``dm_ratio`` / ``eval_ratio``: the row's time over the 1-device, 1-process row of the same
   platform (below 1: faster than one device).
 
@@ -62,7 +65,7 @@ def worker(args) -> int:
     from jaxdd.distill.base import RealData
     from jaxdd.models import create_network
     from jaxdd.train import TrainConfig, Trainer
-    from jaxdd.utils.mesh import data_mesh, replicate
+    from jaxdd.utils.mesh import data_mesh, models_mesh, replicate
 
     args.devices = int(args.devices)
     if jax.device_count() != args.devices:
@@ -99,10 +102,15 @@ def worker(args) -> int:
     xe = rng.standard_normal((args.eval_images,) + SHAPE).astype(np.float32)
     ye = (np.arange(args.eval_images) % NUM_CLASSES).astype(np.int32)
     eval_s = timed(lambda: trainer.train_epoch(tstate, xe, ye, jax.random.key(2))[0], args.repeats)
+    result = {"dm_s": round(dm_s, 4), "dm_first_call_s": round(compile_s, 2), "eval_s": round(eval_s, 4),
+              "eval_loop": trainer.epoch_loop, "backend": jax.default_backend()}
+    if args.devices > 1 and args.models % args.devices == 0:  # the seeds split over a models axis instead
+        by_model = Trainer(net, TrainConfig(batch_size=256), mesh=models_mesh(), loop="steps")
+        mstate = by_model.init(jax.random.key(1), args.models)
+        result["eval_models_axis_s"] = round(timed(
+            lambda: by_model.train_epoch(mstate, xe, ye, jax.random.key(2))[0], args.repeats), 4)
     if jax.process_index() == 0:
-        print(MARK + json.dumps({"dm_s": round(dm_s, 4), "dm_first_call_s": round(compile_s, 2),
-                                 "eval_s": round(eval_s, 4), "eval_loop": trainer.epoch_loop,
-                                 "backend": jax.default_backend()}), flush=True)
+        print(MARK + json.dumps(result), flush=True)
     return 0
 
 
@@ -129,7 +137,8 @@ def memory_rows(args) -> list[dict]:
         real = RealData.from_arrays(x, np.repeat(np.arange(NUM_CLASSES), n), NUM_CLASSES)
         for d in (1, 8):
             mesh = data_mesh(d) if d > 1 else None
-            method = dataclasses.replace(build_method("dm", net, mesh=mesh, ipc=ipc, batch_real=n),
+            method = dataclasses.replace(build_method("dm", net, mesh=mesh, ipc=ipc, batch_real=n,
+                                                      class_batch=NUM_CLASSES),  # no memory plan: all at once
                                          real_chunk=2**31 - 1)
             state = method.init(jax.random.key(0), real)
             r, st = replicate((real, state), mesh)

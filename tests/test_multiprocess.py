@@ -151,3 +151,19 @@ def test_two_processes_with_a_crash_and_resume_match_one_process(tmp_path, tiny_
         np.testing.assert_allclose(a, b, atol=1e-6)
     # only the primary wrote: one TensorBoard event file per distillation launch
     assert len(list((mp / "dm").glob("events.out.tfevents.*"))) == 2
+
+    # the checkpoint the 2 processes wrote last restores here, in 1 process with 8 devices (the
+    # global shapes do not depend on the process count): the final synthetic set, bit for bit
+    import jax
+
+    from jaxdd.data import load_dataset
+    from jaxdd.distill import RealData, build_method
+    from jaxdd.models import create_network
+
+    ds = load_dataset(tiny_npz)
+    net = create_network("mlp-w16", num_classes=ds.num_classes, input_shape=ds.image_shape)
+    template = build_method("dm", net, ipc=4, batch_real=4).init(jax.random.key(0), RealData.from_dataset(ds))
+    with Checkpointer(ckpt_dir) as ck:
+        step, state, _ = ck.restore(template)
+    assert step == 6 and jax.process_count() == 1
+    np.testing.assert_array_equal(np.asarray(state.images), got["images"])

@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _split_distributed(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     """The multi-process flags (anywhere on the command line) and the remaining arguments."""
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)  # never eat a command's --n, --proc ...
     distributed.add_arguments(pre)
     return pre.parse_known_args(sys.argv[1:] if argv is None else argv)
 

@@ -20,10 +20,27 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
+MODELS_AXIS = "models"
 
 
 def data_mesh(num_devices: int | None = None) -> Mesh:
     """A 1-D mesh named ``data`` over the first ``num_devices`` devices (all by default)."""
+    return _mesh(num_devices, DATA_AXIS)
+
+
+def models_mesh(num_devices: int | None = None) -> Mesh:
+    """A 1-D mesh named ``models``: the K seeded models of ``jaxdd.train.Trainer`` (evaluation,
+    ensembles) are split over the devices, K/N whole models per device, and every batch is
+    replicated; no communication between the devices during training."""
+    return _mesh(num_devices, MODELS_AXIS)
+
+
+def axis_size(mesh: Mesh | None, axis: str) -> int:
+    """How many devices ``mesh`` has along ``axis`` (1 without a mesh or without that axis)."""
+    return 1 if mesh is None or axis not in mesh.shape else int(mesh.shape[axis])
+
+
+def _mesh(num_devices: int | None, axis: str) -> Mesh:
     devices = jax.devices()
     n = len(devices) if num_devices is None else num_devices
     if not 1 <= n <= len(devices):
@@ -32,7 +49,7 @@ def data_mesh(num_devices: int | None = None) -> Mesh:
     if jax.process_count() > 1 and n != len(devices):
         raise ValueError(f"a multi-process run shards over all {len(devices)} devices of its {jax.process_count()} "
                          f"processes, not {n}: omit --devices (or give {len(devices)})")
-    return Mesh(np.asarray(devices[:n]), (DATA_AXIS,))
+    return Mesh(np.asarray(devices[:n]), (axis,))
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
@@ -63,10 +80,13 @@ def shard_batch(tree: Any, mesh: Mesh | None) -> Any:
     """Place every array of ``tree`` with its leading axis split over the mesh.
 
     The leading axis must be divisible by the mesh size (pad or choose the batch size so).
-    With ``mesh=None`` the tree is returned unchanged (single-device path).
+    With ``mesh=None`` the tree is returned unchanged (single-device path); a mesh without a
+    ``data`` axis (:func:`models_mesh`) gets the batch replicated.
     """
     if mesh is None:
         return tree
+    if DATA_AXIS not in mesh.shape:
+        return replicate(tree, mesh)
     n = mesh.size
 
     def put(x):
@@ -85,3 +105,19 @@ def replicate(tree: Any, mesh: Mesh | None) -> Any:
     if mesh.is_multi_process:
         return jax.tree.map(lambda x: put_global(x, replicated(mesh)), tree)
     return jax.device_put(tree, replicated(mesh))
+
+
+def place_models(tree: Any, mesh: Mesh | None) -> Any:
+    """Stacked per-model arrays (leading model axis): split over the ``models`` axis of ``mesh``
+    when it has one (the model count must be a multiple of its size), else :func:`replicate`."""
+    k = axis_size(mesh, MODELS_AXIS)
+    if k == 1:
+        return replicate(tree, mesh)
+
+    def put(x):
+        if np.ndim(x) == 0 or np.shape(x)[0] % k:
+            raise ValueError(f"cannot split {np.shape(x)[0] if np.ndim(x) else 'a scalar'} models over the {k} devices "
+                             f"of the '{MODELS_AXIS}' axis: use a multiple of {k} models (or fewer devices)")
+        return put_global(x, NamedSharding(mesh, P(MODELS_AXIS)))
+
+    return jax.tree.map(put, tree)
