@@ -163,7 +163,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     rows = [{"class": c, "name": class_names[c], "samples": int(args.per_class)} for c in range(prior.num_classes)]
     summary = {"config": config, "per_class": rows}
     if args.classifier:
-        from jaxdd.sample.classifier import DifficultyClassifier
+        from jaxdd.difficulty.classifier import DifficultyClassifier
         from jaxdd.train import predict_logits
 
         clf = DifficultyClassifier.load(args.classifier, ds)

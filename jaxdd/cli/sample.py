@@ -53,7 +53,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     from jaxdd.data.registry import load_dataset
     from jaxdd.sample import check_pool_classes, dgs_select, fit_transforms, load_target, random_select
-    from jaxdd.sample.classifier import DEFAULT_EPOCHS, load_or_train_classifier
+    from jaxdd.difficulty.classifier import DEFAULT_EPOCHS, load_or_train_classifier
     from jaxdd.sample.pool import load_pool
     from jaxdd.train import TrainConfig
     from jaxdd.utils.images import histogram_figure, save_class_grid, save_figure
