@@ -13,7 +13,6 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
-from jax.experimental import enable_x64
 
 from jaxdd import difficulty as D
 from jaxdd.difficulty import FallbackWarning, fallback_layers, grad_norms, register_score, sdc_penalty
@@ -25,7 +24,9 @@ from jaxdd.models.adapters import Model, from_linen, from_network, from_nnx
 
 def slow_norms(apply_fn, params, x, y):
     """Per-example ‖∇θ ℓ‖ by materialising each example's gradient (vmap(grad)), written here
-    independently of jaxdd."""
+    independently of jaxdd (``apply_fn`` or a ``Model``)."""
+    apply_fn = apply_fn.apply if isinstance(apply_fn, Model) else apply_fn
+
     def loss(p, xi, yi):
         return optax.softmax_cross_entropy_with_integer_labels(apply_fn(p, xi[None]), yi[None])[0]
 
@@ -85,7 +86,7 @@ def _assert_fast_equals_slow(apply_fn, params, x, y):
 def test_linen_model_takes_the_fast_path_and_equals_vmap_grad(method):
     net = LinenNet()
     x, y = _batch((9, 9, 2))
-    with enable_x64():
+    with jax.enable_x64(True):
         params = _f64(net.init(jax.random.key(0), x)["params"])
         x = x.astype(jnp.float64)
         apply_fn = lambda p, x: net.apply({"params": p}, x)  # noqa: E731
@@ -102,7 +103,7 @@ def test_nnx_model_takes_the_fast_path_and_equals_vmap_grad():
     x, y = _batch((8, 8, 2))
     model, params = from_nnx(NnxNet(nnx.Rngs(0)), embed="features")
     assert model.embed(params, x).shape == (5, 6)
-    with enable_x64():
+    with jax.enable_x64(True):
         _assert_fast_equals_slow(model, _f64(params), x.astype(jnp.float64), y)
     # the wrapped nnx classes are restored after tracing
     assert "jaxdd" not in getattr(nnx.Linear.__call__, "__module__", "")
