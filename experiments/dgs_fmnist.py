@@ -29,7 +29,7 @@ import numpy as np
 from jaxdd.data.registry import load_dataset
 from jaxdd.evaluate import evaluate_set
 from jaxdd.sample import dgs_select, random_select
-from jaxdd.sample.classifier import load_or_train_classifier
+from jaxdd.difficulty.classifier import load_or_train_classifier
 from jaxdd.sample.pool import build_distill_pool, load_pool, real_pool
 from jaxdd.train import TrainConfig
 from jaxdd.utils.io import format_table, read_json, save_npz, write_json

@@ -155,7 +155,7 @@ def main(argv=None) -> int:
     from jaxdd.data.sampler import random_real
     from jaxdd.evaluate import evaluate_set
     from jaxdd.generative import PriorTrainConfig, SmallPrior, load_prior, train_prior
-    from jaxdd.sample.classifier import load_or_train_classifier
+    from jaxdd.difficulty.classifier import load_or_train_classifier
     from jaxdd.sample.dgs import fit_transforms
     from jaxdd.sample.guided import GenerateConfig, generate_set, target_weights
     from jaxdd.sample.metrics import set_metrics

@@ -10,7 +10,7 @@ then::
     python experiments/prior_fmnist.py --prior runs/priors/fashion_mnist --out runs/prior_fmnist
     python experiments/run.py --config prior_fmnist --config.prior=runs/priors/fashion_mnist   # the same
 
-This trains a real-data classifier (``jaxdd.sample.classifier.train_classifier``, the shared SGD
+This trains a real-data classifier (``jaxdd.difficulty.classifier.train_classifier``, the shared SGD
 trainer) on a subset of the real training set, reports its accuracy on the real test set, then
 draws ``--per-class`` DDIM samples per class at each guidance scale and reports the classifier's
 accuracy on them (a proxy of sample quality: a sample counts when the classifier recognises its
@@ -30,7 +30,7 @@ from jaxdd.data import load_dataset
 from jaxdd.generative import check_compatible, load_prior, to_dataset_space
 from jaxdd.generative.prior import num_params
 from jaxdd.generative.sampling import generate
-from jaxdd.sample.classifier import train_classifier
+from jaxdd.difficulty.classifier import train_classifier
 from jaxdd.train import TrainConfig, predict_logits
 from jaxdd.utils.images import save_class_grid
 from jaxdd.utils.io import format_table, write_json

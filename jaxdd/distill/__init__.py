@@ -1,8 +1,9 @@
 """Dataset distillation: matching losses, SDC, methods as ``init``/``update`` pairs, the driver.
 
-Losses (``jaxdd.distill.losses``, pure and jittable, usable from your own code):
-``gradient_distance`` / ``gradient_match_loss`` (DC), ``distribution_match_loss`` (DM),
-``sdc_penalty`` and ``per_example_grad_norms`` (SDC), ``difficulty_weights``.
+Losses (``jaxdd.distill.losses``, pure and jittable, usable from your own code with a jaxdd
+``Network`` or any ``apply_fn(params, x)`` / ``embed_fn``): ``gradient_distance`` /
+``gradient_match_loss`` (DC), ``distribution_match_loss`` (DM); SDC's ``sdc_penalty`` and
+``difficulty_weights`` come from ``jaxdd.difficulty``.
 
 Running a method: ``jaxdd distill --method NAME ...`` on the command line, or in Python::
 

@@ -4,7 +4,7 @@ the generated pool (``jaxdd generate``).
 DAG (difficulty-aware guidance, the generation-time half of "Difficulty-guided Sampling", Li et
 al., arXiv 2601.10090): each sample gets a target difficulty, and DDIM is guided by
 ``grad_{x_t} (d(decode(x0_hat)) - d_target)^2`` with ``d = 1 - p(y|x)`` of the same classifier
-DGS uses (:class:`~jaxdd.sample.classifier.DifficultyClassifier`, an ensemble's mean probability;
+DGS uses (:class:`~jaxdd.difficulty.classifier.DifficultyClassifier`, an ensemble's mean probability;
 :func:`jaxdd.generative.guidance.difficulty_term`). Targets (:func:`difficulty_targets`) live in
 DGS's log-transformed space: per class, the transform's bounds ``(lo, hi)`` are fitted on the
 real images' scores (the pool it would be fitted on does not exist yet), the target distribution
@@ -214,7 +214,7 @@ def generate_set(prior: DiffusionPrior, params: Any, ds: Dataset, config: Genera
     ``dataset_id``: how the outputs name the dataset (what ``jaxdd eval`` loads; default ``ds.name``).
     ``real_scores``: the classifier's difficulty of every ``ds.x_train`` image (scored here when None).
     Returns the summary written to ``generate.json``."""
-    from jaxdd.sample.classifier import DEFAULT_EPOCHS, load_or_train_classifier
+    from jaxdd.difficulty.classifier import DEFAULT_EPOCHS, load_or_train_classifier
     from jaxdd.train import TrainConfig
     from jaxdd.sample.pool import make_pool
     from jaxdd.utils.images import save_class_grid, save_figure

@@ -38,7 +38,7 @@ def run_sample(config, workdir: str | Path | None = None) -> dict:
     import jax
 
     from jaxdd.data.registry import load_dataset
-    from jaxdd.sample.classifier import DEFAULT_EPOCHS, load_or_train_classifier
+    from jaxdd.difficulty.classifier import DEFAULT_EPOCHS, load_or_train_classifier
     from jaxdd.sample.dgs import check_pool_classes, dgs_select, fit_transforms, random_select
     from jaxdd.sample.pool import load_pool
     from jaxdd.sample.targets import load_target
@@ -207,7 +207,7 @@ def run_prior_sample(config, workdir: str | Path | None = None) -> dict:
     rows = [{"class": k, "name": class_names[k], "samples": int(c.per_class)} for k in range(prior.num_classes)]
     summary = {"config": record, "per_class": rows}
     if c.classifier:
-        from jaxdd.sample.classifier import DifficultyClassifier
+        from jaxdd.difficulty.classifier import DifficultyClassifier
 
         clf = DifficultyClassifier.load(c.classifier, ds)
         correct = ensemble_correct(clf.net, clf.variables, images, labels)
