@@ -107,7 +107,7 @@ def load_weights(path: str, real_dataset, temperature: float):
 
 def cmd_distill(args: argparse.Namespace) -> int:
     from jaxdd.data import load_dataset
-    from jaxdd.distill import RealData, build_method, distill, method_spec
+    from jaxdd.distill import DistillConfig, RealData, build_method, distill, method_spec
     from jaxdd.distill.driver import evaluation_rows
     from jaxdd.models import create_network
     from jaxdd.utils.io import format_table
@@ -142,10 +142,11 @@ def cmd_distill(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/distill-{args.method}-{ds.name}-ipc{method.config.ipc}")
     extra = {"command": "jaxdd distill", "budget": args.budget, "subset": args.subset, "weights": args.weights,
              "weight_temperature": args.weight_temperature if args.weights else None, "zca": args.zca}
-    result = distill(method, real, ds, seed=args.seed, out=out, resume=args.resume,
-                     checkpoint_every=args.checkpoint_every, track_every=args.track_every, eval_every=args.eval_every,
-                     final_eval=not args.no_eval, eval_preset=args.eval_preset, eval_final_epochs=args.eval_epochs,
-                     eval_final_models=args.eval_models, mesh=mesh, progress=not args.no_progress, extra_config=extra)
+    run = DistillConfig(seed=args.seed, checkpoint_every=args.checkpoint_every, track_every=args.track_every,
+                        eval_every=args.eval_every, final_eval=not args.no_eval, eval_preset=args.eval_preset,
+                        eval_final_epochs=args.eval_epochs, eval_final_models=args.eval_models,
+                        progress=not args.no_progress, extra_config=extra)
+    result = distill(method, real, ds, run, out=out, resume=args.resume, mesh=mesh)
     its = method.config.iterations
     print(f"{method.name}: {its} iterations on {ds.name} ({len(train.y_train)} real images), IPC "
           f"{method.config.ipc}, {result.seconds:.1f} s" + (f" (resumed at {result.resumed_from})"
