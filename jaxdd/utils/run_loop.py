@@ -81,6 +81,7 @@ class RunConfig:
     not_extendable: str = "its schedule depends on the total"
     stop_at: int | None = None
     unit: str = "step"
+    units: str | None = None  # the plural (default unit + "s"): the step count's key in ``record``
     kind: str = "run"
     out: str | Path | None = None
     nan_message: str | None = None
@@ -97,7 +98,7 @@ class RunConfig:
 
     @property
     def steps_key(self) -> str:
-        return f"{self.unit}s"
+        return self.units or f"{self.unit}s"
 
     @property
     def folder(self) -> Path | None:
@@ -148,12 +149,11 @@ def resume_hint(config: RunConfig, saved_at: int | None) -> str:
             "command with --resume to continue from it")
 
 
-def check_resume(config: RunConfig, saved: dict, latest: int) -> None:
-    """Refuse to resume a checkpoint (made at step ``latest``) whose record ``saved`` differs from
-    ``config.record``, naming every field that differs: nested dicts as "a different <key> (...)",
-    the rest as "different run settings (...)"."""
-    now = config.full_record()
-    skip = set(config.may_change) | {config.steps_key}
+def record_diff(saved: dict, now: dict, skip: tuple[str, ...] | set[str] = ()) -> list[str]:
+    """What differs between two run records (as read back from JSON), one part per nested dict
+    ("a different <key> (field: old in the checkpoint, new now; ...)") and one for the rest
+    ("different run settings (...)"); keys in ``skip`` are ignored at both levels."""
+    skip = set(skip)
 
     def show(run: dict, k: str) -> str:
         return repr(run[k]) if k in run else "unset"
@@ -170,14 +170,25 @@ def check_resume(config: RunConfig, saved: dict, latest: int) -> None:
         if diff:
             parts.append(f"a different {k.replace('_', ' ')} ({'; '.join(diff)})")
     run = changed({k: v for k, v in saved.items() if k not in nested}, {k: v for k, v in now.items() if k not in nested})
-    steps = now[config.steps_key]
+    return parts + ([f"different run settings ({'; '.join(run)})"] if run else [])
+
+
+def check_resume(config: RunConfig, saved: dict, latest: int) -> None:
+    """Refuse to resume a checkpoint (made at step ``latest``) whose record ``saved`` differs from
+    ``config.record`` (:func:`record_diff`; keys in ``config.may_change`` may differ); the step
+    count may not fall below ``latest``, nor change at all unless ``config.extendable``."""
+    now = config.full_record()
+    parts = record_diff(saved, now, set(config.may_change) | {config.steps_key})
+    steps, key, steps_part = now[config.steps_key], config.steps_key, None
     if steps < latest:
-        run.append(f"{config.steps_key}: {steps} is below the checkpoint's {config.unit} {latest}")
-    elif not config.extendable and steps != saved.get(config.steps_key):
-        run.append(f"{config.steps_key}: {saved.get(config.steps_key)!r} in the checkpoint, {steps!r} now "
-                   f"({config.not_extendable})")
-    if run:
-        parts.append(f"different run settings ({'; '.join(run)})")
+        steps_part = f"{key}: {steps} is below the checkpoint's {config.unit} {latest}"
+    elif not config.extendable and steps != saved.get(key):
+        steps_part = f"{key}: {saved.get(key)!r} in the checkpoint, {steps!r} now ({config.not_extendable})"
+    if steps_part is not None:
+        if parts and parts[-1].startswith("different run settings ("):
+            parts[-1] = f"{parts[-1][:-1]}; {steps_part})"
+        else:
+            parts.append(f"different run settings ({steps_part})")
     if parts:
         raise ValueError(f"cannot resume {config.folder}: it was made with {' and '.join(parts)}. Resume with the "
                          "checkpoint's settings, or choose another --out folder")
