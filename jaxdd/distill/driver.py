@@ -1,12 +1,13 @@
 """The distillation driver: runs any registered method (see ``jaxdd.distill``) and owns the rest.
 
 ``distill(method, real, dataset, out=...)`` jits ``method.update`` and runs it for ``iterations``
-on the one run loop (:func:`jaxdd.utils.run_loop.run_loop`, a tqdm bar showing the loss); every ``checkpoint_every`` iterations it saves an orbax
-checkpoint (``out/checkpoints``, the method state plus the history in the metadata) and a PNG grid
-of the synthetic set; every ``track_every`` iterations it records the synthetic set's difficulty
-(mean GraNd ``‖∇_θ ℓ‖₂`` under ``track_models`` freshly initialised networks, the same networks
-each time, so the curve is comparable across iterations; SDC, Wang et al. 2024, track it the same
-way); every ``eval_every`` iterations it trains ``eval_models`` networks on the current set for
+on the one run loop (:func:`jaxdd.utils.run_loop.run_loop`; a tqdm bar showing the loss); every
+``checkpoint_every`` iterations it saves an orbax checkpoint (``out/checkpoints``, the method
+state plus the history in the metadata) and a PNG grid of the synthetic set; every
+``track_every`` iterations it records the synthetic set's difficulty (mean GraNd ``‖∇_θ ℓ‖₂``
+under ``track_models`` freshly initialised networks, the same networks each time, so the curve is
+comparable across iterations; SDC, Wang et al. 2024, track it the same way); every
+``eval_every`` iterations it trains ``eval_models`` networks on the current set for
 ``eval_epochs`` epochs (a quick look; the final evaluation uses the full preset).
 
 Resume (``resume=True``) restores the latest checkpoint and its history and continues; every
@@ -149,8 +150,8 @@ class DistillConfig:
     synthetic set's GraNd under ``track_models`` fresh networks; every ``eval_every`` (0: never) a
     quick evaluation of ``eval_models`` networks for ``eval_epochs`` epochs. The final evaluation
     (``final_eval``) uses ``eval_preset`` (None: ``method.eval_preset``) with its epochs / models
-    unless ``eval_final_epochs`` / ``eval_final_models`` are set. ``extra_config`` is added to the run
-    config recorded in every output (e.g. the command line).
+    unless ``eval_final_epochs`` / ``eval_final_models`` are set. ``extra_config`` is added to the
+    run config recorded in every output (e.g. the command line).
     """
 
     seed: int = 0
@@ -177,9 +178,11 @@ class DistillConfig:
         if self.eval_every:
             checks += [("eval_epochs", self.eval_epochs, 1), ("eval_models", self.eval_models, 1)]
         if self.final_eval:
-            checks += [("eval_final_epochs", self.eval_final_epochs, 1), ("eval_final_models", self.eval_final_models, 1)]
+            checks += [("eval_final_epochs", self.eval_final_epochs, 1),
+                       ("eval_final_models", self.eval_final_models, 1)]
         for name, value, low in checks:
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+                                      or value < low):
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
     @classmethod
@@ -188,7 +191,8 @@ class DistillConfig:
         fields = {f.name for f in dataclasses.fields(cls)}
         bad = sorted(set(settings) - fields)
         if bad:
-            raise TypeError(f"distill() got unknown setting(s) {bad}; DistillConfig fields: {sorted(fields)}")
+            raise ValueError(f"distill() has no setting(s) {bad}; the settings are DistillConfig's fields "
+                             f"{sorted(fields)}")
         return dataclasses.replace(config or cls(), **settings)
 
 
@@ -290,7 +294,8 @@ def distill(method: Method, real: RealData, dataset, config: DistillConfig | Non
             tb["logged"] = len(history)
 
     def save_grid(it: int, st: Any, metrics: dict) -> None:
-        _save_grid(out / "grid.png", _distilled_set(synthetic(it, st), dataset, run_config), dataset, metric_log(it), it)
+        _save_grid(out / "grid.png", _distilled_set(synthetic(it, st), dataset, run_config), dataset,
+                   metric_log(it), it)
 
     hooks = [Hook(lambda it, st, m: {"iteration": it, **m}),
              Hook(record_difficulty, every=track_every, at_start=True),

@@ -144,7 +144,8 @@ def resume_hint(config: RunConfig, saved_at: int | None) -> str:
     if config.checkpoint_dir is None:
         return "nothing was saved (out=None)"
     if saved_at is None:
-        return f"no checkpoint was written yet: rerun the same command without --resume to start again in {config.folder}"
+        return ("no checkpoint was written yet: rerun the same command without --resume to start again in "
+                f"{config.folder}")
     return (f"the last checkpoint ({config.unit} {saved_at}) is in {Path(config.checkpoint_dir)}: rerun the same "
             "command with --resume to continue from it")
 
@@ -169,7 +170,8 @@ def record_diff(saved: dict, now: dict, skip: tuple[str, ...] | set[str] = ()) -
         diff = changed(saved.get(k) if isinstance(saved.get(k), dict) else {}, now[k])
         if diff:
             parts.append(f"a different {k.replace('_', ' ')} ({'; '.join(diff)})")
-    run = changed({k: v for k, v in saved.items() if k not in nested}, {k: v for k, v in now.items() if k not in nested})
+    run = changed({k: v for k, v in saved.items() if k not in nested},
+                  {k: v for k, v in now.items() if k not in nested})
     return parts + ([f"different run settings ({'; '.join(run)})"] if run else [])
 
 
