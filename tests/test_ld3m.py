@@ -148,6 +148,17 @@ def test_ld3m_prior_must_fit_the_dataset(small_world, tiny_dataset):
         m.for_dataset(other)
 
 
+def test_ld3m_for_dataset_returns_a_new_method(small_world, tiny_dataset):
+    """Binding to a dataset builds a new LD3M (generator in the dataset's normalisation, a new
+    latent optimiser for the matching method); the method it was called on is unchanged."""
+    m = build(small_world, tiny_dataset, ipc=1, match="dm", num_steps=2)
+    bound = m.for_dataset(tiny_dataset)
+    assert m.generator.mean is None and m.generator.std is None
+    assert bound.generator.mean == tuple(float(v) for v in np.ravel(tiny_dataset.mean))
+    assert bound.match.image_tx is not m.match.image_tx and bound != m
+    assert (bound.name, bound.eval_preset, bound.extendable, bound.network) == ("ld3m", "dc-dsa", True, m.network)
+
+
 @pytest.mark.parametrize("match", ["dm", "dc"])
 def test_ld3m_update_moves_latents_along_the_chunked_gradient(small_world, tiny_dataset, match):
     """One LD3M iteration = the matching method's image gradient pulled back through G, then Adam."""
