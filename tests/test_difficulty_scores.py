@@ -211,6 +211,6 @@ def test_ensemble_resumes_from_checkpoint(small, tmp_path, monkeypatch):
     resumed = D.ensemble_scores(net, x, y, jax.random.key(5), checkpoint_dir=str(tmp_path / "ck"), **kw)
     np.testing.assert_array_equal(resumed.raw, whole.raw)
     np.testing.assert_array_equal(resumed.train_acc, whole.train_acc)
-    with pytest.raises(ValueError, match="configuration"):
+    with pytest.raises(ValueError, match=r"different run settings \(num_models: 2 in the checkpoint, 1 now\)"):
         D.ensemble_scores(net, x, y, jax.random.key(5), checkpoint_dir=str(tmp_path / "ck"),
                           **{**kw, "num_models": 1})

@@ -72,6 +72,12 @@ class _NaNAt:
     def network(self):
         return self.inner.network
 
+    eval_preset = property(lambda self: self.inner.eval_preset)
+    extendable = property(lambda self: self.inner.extendable)
+
+    def for_dataset(self, dataset):
+        return self
+
     def init(self, key, real):
         return self.inner.init(key, real)
 

@@ -299,6 +299,10 @@ class _FixedLength:
     name = property(lambda self: self.inner.name)
     config = property(lambda self: self.inner.config)
     network = property(lambda self: self.inner.network)
+    eval_preset = property(lambda self: self.inner.eval_preset)
+
+    def for_dataset(self, dataset):
+        return self
 
     def init(self, key, real):
         return self.inner.init(key, real)

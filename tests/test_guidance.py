@@ -233,7 +233,7 @@ def test_acs_curricula_order_resume_and_discriminator(pixel, tmp_path):
     resumed = run_acs(acs, params, key, tmp_path / "b", progress=False, resume=True)
     np.testing.assert_array_equal(np.asarray(resumed.images), np.asarray(full.images))
     np.testing.assert_array_equal(np.asarray(resumed.disc_loss), loss)
-    with pytest.raises(ValueError, match="other settings"):
+    with pytest.raises(ValueError, match=r"a different acs config \(scale: 0.05 in the checkpoint, 0.1 now\)"):
         run_acs(ACS(prior, ACSConfig(ipc=4, curricula=2, scale=0.1, **ACS_TINY)), params, key, tmp_path / "b",
                 progress=False, resume=True)
 

@@ -118,8 +118,8 @@ def test_ld3m_config_and_errors(small_world, tiny_dataset):
 
     m = build(small_world, tiny_dataset, ipc=2, match="dc", num_steps=3, match_settings={"outer_loop": 2})
     cfg = m.config
-    assert (cfg.match, cfg.num_steps, cfg.outer_loop, cfg.ipc, cfg.lr_img) == ("dc", 3, 2, 2, 0.01)
-    assert cfg.iterations == 1000  # the matching method's default
+    assert (cfg.match, cfg.num_steps, m.match.config.outer_loop, cfg.ipc, cfg.lr_img) == ("dc", 3, 2, 2, 0.01)
+    assert cfg.iterations == 1000 == m.match.config.iterations  # the matching method's default
     assert cfg.match_settings == '{"outer_loop": 2}'
     assert build(small_world, tiny_dataset, ipc=2, match="dc", num_steps=3,
                  match_settings='{"outer_loop": 2}').config == cfg
@@ -145,7 +145,18 @@ def test_ld3m_prior_must_fit_the_dataset(small_world, tiny_dataset):
     other = from_arrays("other", r.integers(0, 256, (8, 16, 16, 3), dtype=np.uint8), np.arange(8) % 4,
                         r.integers(0, 256, (4, 16, 16, 3), dtype=np.uint8), np.arange(4))
     with pytest.raises(ValueError, match="4 classes vs|3 classes vs 4"):
-        m.check_dataset(other)
+        m.for_dataset(other)
+
+
+def test_ld3m_for_dataset_returns_a_new_method(small_world, tiny_dataset):
+    """Binding to a dataset builds a new LD3M (generator in the dataset's normalisation, a new
+    latent optimiser for the matching method); the method it was called on is unchanged."""
+    m = build(small_world, tiny_dataset, ipc=1, match="dm", num_steps=2)
+    bound = m.for_dataset(tiny_dataset)
+    assert m.generator.mean is None and m.generator.std is None
+    assert bound.generator.mean == tuple(float(v) for v in np.ravel(tiny_dataset.mean))
+    assert bound.match.image_tx is not m.match.image_tx and bound != m
+    assert (bound.name, bound.eval_preset, bound.extendable, bound.network) == ("ld3m", "dc-dsa", True, m.network)
 
 
 @pytest.mark.parametrize("match", ["dm", "dc"])
@@ -155,7 +166,7 @@ def test_ld3m_update_moves_latents_along_the_chunked_gradient(small_world, tiny_
 
     m = build(small_world, tiny_dataset, ipc=2, match=match, num_steps=2, chunk_size=4, dsa=False,
               batch_real=4, match_settings={"outer_loop": 1} if match == "dc" else {})
-    m.check_dataset(tiny_dataset)
+    m = m.for_dataset(tiny_dataset)
     real = RealData.from_dataset(tiny_dataset)
     state = m.init(jax.random.key(0), real)
     lat = state.opt_state
@@ -178,8 +189,8 @@ def test_ld3m_update_moves_latents_along_the_chunked_gradient(small_world, tiny_
         _, k_net, k_loop = jax.random.split(state.key, 3)
         k_real, k_aug, _ = jax.random.split(jax.random.split(k_loop, 1)[0], 3)
     variables = m.network.init(k_net)
-    x_real, w = m._real_batch(k_real, real)
-    g_img = jax.grad(lambda im: m.matching_loss(im, state.labels, variables, x_real, w, k_aug)[0])(state.images)
+    x_real, w = m.match._real_batch(k_real, real)
+    g_img = jax.grad(lambda im: m.match.matching_loss(im, state.labels, variables, x_real, w, k_aug)[0])(state.images)
     full = dataclasses.replace(gen, remat=False)
     g_z, g_c = jax.vjp(lambda z, c: full(params, z, c, lat.noise), lat.z, lat.c)[1](g_img)
     # Adam's first step (bias-corrected moments m = g, v = g^2) is -lr * g / (|g| + 1e-8): compared
@@ -200,8 +211,7 @@ def test_ld3m_state_checkpoints_and_resumes_bit_identically(small_world, tiny_da
     from jaxdd.distill import RealData
     from jaxdd.utils.checkpoint import Checkpointer
 
-    m = build(small_world, tiny_dataset, ipc=1, match="dm", num_steps=2, batch_real=4)
-    m.check_dataset(tiny_dataset)
+    m = build(small_world, tiny_dataset, ipc=1, match="dm", num_steps=2, batch_real=4).for_dataset(tiny_dataset)
     real = RealData.from_dataset(tiny_dataset)
     state = m.init(jax.random.key(0), real)
     update = jax.jit(m.update)
@@ -232,8 +242,8 @@ def test_ld3m_with_trajectory_matching(tmp_path, tiny_npz, pixel_prior):
     m = build_method("ld3m", net, prior=str(tmp_path / "prior"), match="mtt", ipc=2, num_steps=2, lr_img=0.05,
                      match_settings={"buffer": str(buf.path), "syn_steps": 3, "expert_epochs": 1,
                                      "max_start_epoch": 2, "lr_lr": 1e-4})
-    assert m.config.lr_img == 0.05 and m.config.syn_steps == 3 and m.config.eval_preset == "mtt"
-    m.check_dataset(ds)
+    assert m.config.lr_img == 0.05 and m.match.config.syn_steps == 3 and m.eval_preset == "mtt"
+    m = m.for_dataset(ds)
     real = RealData.from_dataset(ds)
     state = m.init(jax.random.key(0), real)
     lat = state.opt_images
@@ -241,12 +251,13 @@ def test_ld3m_with_trajectory_matching(tmp_path, tiny_npz, pixel_prior):
     new, metrics = jax.jit(m.update)(state, real)
     # MTT's own draws (TrajectoryMatching.update) and its gradient w.r.t. the images and the lr
     _, k_expert, k_start, k_loss = jax.random.split(state.key, 4)
-    expert = jax.random.randint(k_expert, (), 0, m.num_experts)
-    start = jax.random.randint(k_start, (), *m.start_window(state.step))
-    theta0, theta1 = m.expert_pair(expert, start)
+    mtt = m.match
+    expert = jax.random.randint(k_expert, (), 0, mtt.num_experts)
+    start = jax.random.randint(k_start, (), *mtt.start_window(state.step))
+    theta0, theta1 = mtt.expert_pair(expert, start)
     learn = {"images": state.images, "lr": state.syn_lr}
-    grads = jax.grad(lambda l: m.matching_loss(l, state, theta0, theta1, k_loss)[0])(learn)
-    assert float(metrics["loss"]) == pytest.approx(float(m.matching_loss(learn, state, theta0, theta1, k_loss)[0]),
+    grads = jax.grad(lambda l: mtt.matching_loss(l, state, theta0, theta1, k_loss)[0])(learn)
+    assert float(metrics["loss"]) == pytest.approx(float(mtt.matching_loss(learn, state, theta0, theta1, k_loss)[0]),
                                                    rel=1e-5)
     np.testing.assert_allclose(new.syn_lr, state.syn_lr - 1e-4 * grads["lr"], rtol=1e-5)
     g_z, _ = m.generator.vjp(params, lat.z, lat.c, lat.noise, grads["images"])
@@ -262,8 +273,7 @@ def test_ld3m_eight_devices_equal_one(small_world, tiny_dataset, sharding_spy):
 
     kw = dict(ipc=1, match="dm", num_steps=2, chunk_size=4, batch_real=8)
     one, eight = build(small_world, tiny_dataset, **kw), build(small_world, tiny_dataset, mesh=data_mesh(8), **kw)
-    for m in (one, eight):
-        m.check_dataset(tiny_dataset)
+    one, eight = one.for_dataset(tiny_dataset), eight.for_dataset(tiny_dataset)
     real = RealData.from_dataset(tiny_dataset)
     state = one.init(jax.random.key(0), real)
     a, ma = jax.jit(one.update)(state, real)

@@ -163,6 +163,7 @@ def ensemble_scores(net: Network, x: Any, y: Any, key: jax.Array, *, score: str 
     same arguments resumes from the latest epoch with identical results.
     """
     from jaxdd.train import TrainConfig, Trainer, fit, predict_logits
+    from jaxdd.utils.run_loop import RunConfig, run_loop
 
     check_score(score)
     _check_xy(net, x, y)
@@ -183,20 +184,11 @@ def ensemble_scores(net: Network, x: Any, y: Any, key: jax.Array, *, score: str 
              "tracker": jax.vmap(lambda _: S.forgetting_init(n))(jnp.arange(num_models)),
              "raw": np.full((len(chosen), num_models, n), np.nan, np.float32),
              "acc": np.zeros((epochs, num_models), np.float32)}
-    ckpt = None
-    if checkpoint_dir is not None:
-        from jaxdd.utils.checkpoint import Checkpointer
 
-        ckpt = Checkpointer(checkpoint_dir, max_to_keep=2)
-        found = ckpt.restore_latest(carry)
-        if found is not None:
-            _, carry, meta = found
-            carry["raw"], carry["acc"] = np.array(carry["raw"]), np.array(carry["acc"])  # writable copies
-            if meta.get("config") != json_roundtrip(config):
-                raise ValueError(f"{checkpoint_dir} holds a scoring run with another configuration; use a new "
-                                 "checkpoint folder or the same arguments")
-
-    def record(epoch: int, st, metrics=None) -> None:
+    def record(epoch: int, carry: dict, metrics=None) -> dict:
+        """``carry`` with the scores (or the forgetting events) of its models after ``epoch``."""
+        carry = {**carry, "raw": np.array(carry["raw"]), "acc": np.array(carry["acc"])}  # writable copies
+        st = carry["state"]
         if metrics is not None:
             carry["acc"][epoch - 1] = np.asarray(metrics["acc"])
         if score == "forgetting":
@@ -208,34 +200,26 @@ def ensemble_scores(net: Network, x: Any, y: Any, key: jax.Array, *, score: str 
             carry["raw"][chosen.index(epoch)] = score_models(
                 net, st.variables, x, y, score, batch_size=batch_size, mesh=mesh, method=method,
                 progress=progress, desc=f"score {score} @ epoch {epoch}")
-        carry["state"] = st
-        if ckpt is not None:
-            ckpt.save(epoch, carry, {"config": config})
+        return carry
 
-    try:
-        if int(carry["state"].epoch[0]) == 0 and (ckpt is None or ckpt.latest_step() is None):
-            record(0, carry["state"])
-        if epochs > int(carry["state"].epoch[0]):
-            fit(trainer, carry["state"], x, y, k_train, epochs=epochs, progress=progress,
-                desc=f"train {num_models} models", on_epoch=record)
-    finally:
-        if ckpt is not None:
-            ckpt.close()
+    x_fit, y_fit = replicate((jnp.asarray(x, jnp.float32), jnp.asarray(y)), mesh)  # on the device once
+
+    def step(carry: dict, e: int) -> tuple[dict, dict]:
+        """Epoch ``e + 1`` of training (``jaxdd.train.fit``'s keys), then its scores."""
+        st, hist = fit(trainer, carry["state"], x_fit, y_fit, k_train, epochs=e + 1, progress=False)
+        return record(e + 1, {**carry, "state": st}, hist[-1]), {}
+
+    # a rerun with the same arguments resumes from the latest epoch (no --resume flag)
+    loop = RunConfig(steps=epochs, checkpoint_dir=checkpoint_dir, resume=True, checkpoint_every=1, record=config,
+                     extendable=False, not_extendable="the score is an average over the chosen epochs",
+                     unit="epoch", kind="a scoring run", desc=f"train {num_models} models", progress=progress)
+    carry = run_loop(step, carry, loop, on_start=lambda c: record(0, c)).state
     if score == "forgetting":
         stacked = np.asarray(jax.vmap(S.forgetting_scores)(carry["tracker"]))[None]  # (1, M, N)
     else:
         stacked = np.asarray(carry["raw"])  # (T, M, N)
     return EnsembleResult(scores=stacked.mean(axis=(0, 1)), raw=stacked, epochs=chosen,
                           train_acc=np.asarray(carry["acc"]), config=config)
-
-
-def json_roundtrip(obj: Any) -> Any:
-    """``obj`` as it reads back from JSON (to compare a config with a stored one)."""
-    import json
-
-    from jaxdd.utils.io import to_jsonable
-
-    return json.loads(json.dumps(to_jsonable(obj)))
 
 
 def load_model(net: Network, checkpoint: str, step: int | None = None) -> tuple[Variables, dict]:

@@ -14,11 +14,13 @@ Running a method: ``jaxdd distill --method NAME ...`` on the command line, or in
 
 Adding a method (trajectory matching, LD3M, ...)
 ------------------------------------------------
-A method is an object with ``name``, ``config`` and three pure functions; the driver owns
-everything else (jit, progress bar, periodic evaluation, orbax checkpoints and bit-identical
-resume, the NaN guard, PNG grids, synthetic-set difficulty tracking, the final ``DistilledSet``
-and its evaluation table)::
+A method is an object with ``name``, ``config``, ``network``, ``eval_preset``, ``extendable``,
+``for_dataset`` and three pure functions (the :class:`Method` protocol declares them all); the
+driver owns everything else on the one run loop (:mod:`jaxdd.utils.run_loop`: jit, progress bar,
+periodic evaluation, orbax checkpoints and bit-identical resume, the NaN guard, PNG grids,
+synthetic-set difficulty tracking, the final ``DistilledSet`` and its evaluation table)::
 
+    method = method.for_dataset(dataset)           # checks it fits the dataset; itself or a copy set up for it
     state = method.init(key, real)                 # -> state pytree (not jitted by the driver)
     state, metrics = method.update(state, real)    # one distillation iteration; pure and jittable
     images, labels, lr = method.synthetic(state)   # the current synthetic set (lr: learned or None)
@@ -36,17 +38,21 @@ and its evaluation table)::
   into ``history.json``.
 * ``synthetic`` returns images (N, H, W, Ch) normalised like the dataset, labels (N,) int32 or
   (N, C) soft-label rows, and a learned learning rate (scalar) or None. It must be cheap enough to
-  call at every evaluation / checkpoint (LD3M decodes its latents here).
-* ``config`` is a frozen dataclass with at least ``ipc`` and ``iterations`` (the authors'
-  default), validated in ``__post_init__``; it is recorded in every output.
+  call at every evaluation / checkpoint.
+* ``config`` is a frozen dataclass with at least ``ipc``, ``iterations`` (the authors' default),
+  ``lr_img`` and ``sdc``, validated in ``__post_init__``; it is recorded in every output.
+* ``eval_preset`` names the evaluation preset that fits the method's sets (``dc``, ``dc-dsa``,
+  ``mtt``); ``extendable = False`` on a method whose ``update`` depends on the total
+  ``config.iterations`` (``--resume`` then refuses a changed ``--iterations``).
 * The method object itself must be hashable, and equal objects must compute the same update: the
   driver jits ``update`` with the method as a static argument, so equal methods share one
   compiled step (a frozen dataclass of network, config and mesh does this).
+* The optimiser of the synthetic images is an ``optax.GradientTransformation`` (the built-in
+  methods take it as ``image_tx``; an :class:`~jaxdd.distill.base.ImageOptimizer` adds a keyed
+  ``start``): LD3M (:mod:`jaxdd.distill.ld3m`) is DM / DC / DSA / MTT with an optimiser whose
+  learnables are the latents of a diffusion prior.
 * The driver's NaN guard checks every floating leaf of the state after each update, so any
   non-finite learnable tensor stops the run with the last good checkpoint kept.
-* Optional: ``extendable = False`` on a method whose ``update`` depends on the total
-  ``config.iterations`` (e.g. a schedule over the whole run); ``--resume`` then refuses a changed
-  ``--iterations`` instead of continuing a finished run.
 
 Register the method so ``jaxdd distill --method NAME`` and ``build_method`` find it::
 
@@ -60,19 +66,20 @@ for ``batch_real``) map to config fields of that name when the config has them; 
 ``--set FIELD=VALUE`` (parsed as JSON, else as a string).
 """
 
-from jaxdd.distill.base import (Method, MethodSpec, RealData, available_methods, build_method, config_dict,
-                                init_images, method_config, method_spec, register_method)
+from jaxdd.distill.base import (ImageOptimizer, Method, MethodSpec, RealData, available_methods, build_method,
+                                config_dict, image_optimizer, init_images, method_config, method_spec,
+                                register_method)
 from jaxdd.distill import losses
 from jaxdd.distill.methods import (DCConfig, DMConfig, DSAConfig, DistributionMatching, GradientMatching,
                                    ImageState, MatchingConfig, dc_loops)
-from jaxdd.distill.driver import DistillResult, distill, synthetic_difficulty
+from jaxdd.distill.driver import DistillConfig, DistillResult, distill, synthetic_difficulty
 from jaxdd.distill import datm, mtt  # noqa: E402,F401  (registers the trajectory-matching methods)
 from jaxdd.distill import ld3m  # noqa: E402,F401  (registers ld3m)
 
 __all__ = [
-    "Method", "MethodSpec", "RealData", "available_methods", "build_method", "config_dict", "init_images",
+    "ImageOptimizer", "Method", "MethodSpec", "RealData", "image_optimizer", "available_methods", "build_method", "config_dict", "init_images",
     "method_config", "method_spec", "register_method", "losses",
     "DCConfig", "DMConfig", "DSAConfig", "DistributionMatching", "GradientMatching", "ImageState",
     "MatchingConfig", "dc_loops",
-    "DistillResult", "distill", "synthetic_difficulty",
+    "DistillConfig", "DistillResult", "distill", "synthetic_difficulty",
 ]

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, NamedTuple, Protocol
 
 import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxdd.data.sampler import ClassIndex, class_sample_indices
@@ -133,6 +134,34 @@ def init_images(key: jax.Array, real: RealData, ipc: int, init: str) -> tuple[ja
     raise ValueError(f"unknown init {init!r}; choose one of {INITS}")
 
 
+# ---------------------------------------------------------------------- the images' optimiser
+
+def _no_start(key: jax.Array, images: jax.Array, opt_state: Any) -> tuple[jax.Array, Any]:
+    return images, opt_state
+
+
+class ImageOptimizer(NamedTuple):
+    """The optimiser of a method's synthetic images: an ``optax.GradientTransformation``
+    (``init(images)``, ``update(grads, opt_state, images) -> (updates, opt_state)``) plus
+    ``start(key, images, opt_state) -> (images, opt_state)``, run once after ``init`` with the
+    method's initialisation key (LD3M draws its latents there and regenerates the images; plain
+    optimisers keep them). Methods take any ``optax.GradientTransformation`` (:func:`image_optimizer`)."""
+
+    init: Callable[[jax.Array], Any]
+    update: Callable[..., tuple[Any, Any]]
+    start: Callable[[jax.Array, jax.Array, Any], tuple[jax.Array, Any]] = _no_start
+
+
+def image_optimizer(tx: optax.GradientTransformation) -> ImageOptimizer:
+    """``tx`` as an :class:`ImageOptimizer` (a plain transformation starts from the images as they are)."""
+    return tx if isinstance(tx, ImageOptimizer) else ImageOptimizer(tx.init, tx.update)
+
+
+def start_images(tx: ImageOptimizer, key: jax.Array, images: jax.Array) -> tuple[jax.Array, Any]:
+    """``(images, opt_state)`` of a method's initial state: ``tx.start(key, images, tx.init(images))``."""
+    return tx.start(key, images, tx.init(images))
+
+
 # ------------------------------------------------------------------------------ memory planning
 
 #: Fraction of the available memory a method's matching step may plan to use (the rest is left
@@ -217,10 +246,26 @@ def choose_class_batch(estimate: Callable[[int, int | None], int | None], num_cl
 # --------------------------------------------------------------------------------- the protocol
 
 class Method(Protocol):
-    """What the driver needs from a distillation method (see ``jaxdd.distill`` docstring)."""
+    """Everything the driver uses of a distillation method (see ``jaxdd.distill`` docstring).
+
+    ``config`` is a frozen dataclass with at least ``ipc``, ``iterations``, ``lr_img`` (named in
+    the NaN guard's advice) and ``sdc`` (reported in the results table); ``network`` is the
+    network the set is distilled (and evaluated) with; ``eval_preset`` the evaluation preset
+    that fits the sets it makes (``dc``, ``dc-dsa``, ``mtt``); ``extendable`` is False when
+    ``update`` depends on the total ``config.iterations`` (resume then refuses a changed total).
+    """
 
     name: str
-    config: Any  # a frozen dataclass with at least ``ipc`` and ``iterations``
+    config: Any
+    network: Network
+    eval_preset: str
+    extendable: bool
+
+    def for_dataset(self, dataset: Any) -> "Method":
+        """The method to run on ``dataset`` (the one its test split and normalisation come from):
+        ``ValueError`` when it does not fit (an expert buffer or prior made for another dataset),
+        else itself or a copy set up for it. Called once by the driver before ``init``."""
+        ...
 
     def init(self, key: jax.Array, real: RealData) -> Any: ...
 

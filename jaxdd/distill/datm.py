@@ -146,7 +146,7 @@ class DATM(TrajectoryMatching):
         self._check_real(real)
         cfg = self.config
         real.check_ipc(cfg.ipc)
-        k_pool, key = jax.random.split(key)
+        k_pool, k_state = jax.random.split(key)
         c = real.num_classes
         n = int(min(real.min_count, max(cfg.init_pool, cfg.ipc)))
         pool, _ = real.sample(k_pool, n)  # (C, n, ...) distinct images per class, random order
@@ -167,7 +167,7 @@ class DATM(TrajectoryMatching):
         labels = np.repeat(np.arange(c), cfg.ipc)
         label_logits = jnp.asarray(average_correct_logits(all_logits, labels))
         images = jnp.asarray(images.reshape((c * cfg.ipc,) + images.shape[2:]), jnp.float32)
-        return self._state(key, images, label_logits, self._label_optimizer().init(label_logits))
+        return self._state(key, k_state, images, label_logits, self._label_optimizer().init(label_logits))
 
     def train_labels(self, labels: jax.Array) -> jax.Array:
         """The student's soft targets: ``softmax(label logits)``."""

@@ -1,12 +1,13 @@
 """LD3M as a distillation method of :mod:`jaxdd.distill` (``jaxdd distill --method ld3m``).
 
-LD3M reuses a matching method unchanged (``match``: ``dm``, ``dc``, ``dsa`` or ``mtt``: its
-loss, real batches, networks, SDC, inner training and the driver) and replaces only the
-optimiser of the synthetic images by :func:`latent_optimizer`, which moves the latents instead:
-given ``dL/dimages`` from the matching method it back-propagates through the frozen generator
-(:meth:`LD3MGenerator.vjp`, chunked and rematerialised), takes an Adam step on ``z`` and ``c``
-and regenerates the images, so the state keeps ``images = G(z, c)`` (up to one float rounding of
-``images + (G - images)``) and ``synthetic`` needs no extra work.
+LD3M is a matching method (``match``: ``dm``, ``dc``, ``dsa`` or ``mtt``: its loss, real
+batches, networks, SDC, inner training and the driver) whose learnables are the latents ``z``
+and class embeddings ``c`` of a frozen generator: the matching method is built with
+:func:`latent_optimizer` as the optimiser of its synthetic images. Given ``dL/dimages`` from the
+matching loss it back-propagates through the generator (:meth:`LD3MGenerator.vjp`, chunked and
+rematerialised), takes an Adam step on ``z`` and ``c`` and regenerates the images, so the state
+keeps ``images = G(z, c)`` (up to one float rounding of ``images + (G - images)``) and
+``synthetic`` needs no extra work.
 
 Choices the paper leaves open (exposed as settings): Adam with ``b1 = 0.5`` on the latents
 (``lr_img``, default 0.01) and the class embeddings (``lr_embedding``, default ``lr_img``); the
@@ -18,7 +19,6 @@ fixed noise of ``z_T`` is drawn once per image at initialisation; ``init="noise"
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 from typing import Any
 
@@ -28,9 +28,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from jaxdd.distill.base import INITS, build_method, register_method
-from jaxdd.distill.methods import DistributionMatching, GradientMatching
-from jaxdd.distill.mtt import TrajectoryMatching
+from jaxdd.distill.base import INITS, ImageOptimizer, Method, build_method, register_method
 from jaxdd.generative.ld3m import LD3MGenerator
 from jaxdd.generative.prior import check_compatible, load_prior
 from jaxdd.models import Network
@@ -85,20 +83,8 @@ class LD3MConfig:
             bad(f"lr_img and lr_embedding must be > 0, got {self.lr_img}, {self.lr_embedding}")
 
 
-# the LD3M fields added to the matching method's config in the resolved config
-_OWN = ("prior", "match", "num_steps", "guidance_scale", "chunk_size", "lr_embedding", "match_settings")
 # LD3M settings passed on to the matching method when given
 _PASSED = ("ipc", "iterations", "init", "batch_real", "dsa", "sdc", "sdc_mode", "class_batch")
-
-
-@functools.lru_cache(maxsize=None)
-def resolved_config_class(base: type) -> type:
-    """``LD3M<Base>``: the matching method's config class plus LD3M's own fields; ``lr_img`` is
-    the latents' learning rate there."""
-    own = {f.name: f for f in dataclasses.fields(LD3MConfig)}
-    return dataclasses.make_dataclass(f"LD3M{base.__name__}",
-                                      [(n, own[n].type, dataclasses.field(default=own[n].default)) for n in _OWN],
-                                      bases=(base,), frozen=True)
 
 
 @flax.struct.dataclass
@@ -113,15 +99,16 @@ class LatentState:
 
 
 def latent_optimizer(generator: LD3MGenerator, params: Any, num_classes: int, lr: float,
-                     lr_embedding: float | None = None) -> optax.GradientTransformation:
-    """The synthetic images' "optimiser" of LD3M (module docstring). ``init(images)`` encodes the
-    images (grouped by class, ``N / num_classes`` per class) and takes c from the embedding table
-    (noise zero: :meth:`LD3MMixin.init` draws it); ``update(dL/dimages, state, images)`` returns
-    ``G(z', c') - images``."""
+                     lr_embedding: float | None = None, init: str = "real") -> ImageOptimizer:
+    """The synthetic images' optimiser of LD3M (module docstring). ``init(images)`` encodes the
+    images (grouped by class, ``N / num_classes`` per class) and takes c from the embedding table;
+    ``start(key, images, state)`` draws the fixed noise (and ``z ~ N(0, I)`` with
+    ``init="noise"``) from ``fold_in(key, 1)`` and returns ``G(z, c)``; ``update(dL/dimages,
+    state, images)`` returns ``G(z', c') - images``. Adam with ``b1 = 0.5`` on z and c."""
     tx = optax.multi_transform({"z": optax.adam(lr, b1=0.5), "c": optax.adam(lr_embedding or lr, b1=0.5)},
                                {"z": "z", "c": "c"})
 
-    def init(images):
+    def init_state(images):
         n = images.shape[0]
         if n % num_classes:
             raise ValueError(f"LD3M expects the synthetic images grouped by class ({num_classes} classes), got {n}")
@@ -129,6 +116,13 @@ def latent_optimizer(generator: LD3MGenerator, params: Any, num_classes: int, lr
         z = jax.jit(generator.encode)(params, images)
         c = generator.prior.embedding_table(params)[labels]
         return LatentState(z=z, c=c, noise=jnp.zeros_like(z), opt=tx.init({"z": z, "c": c}))
+
+    def start(key, images, state: LatentState):
+        k_noise, k_z = jax.random.split(jax.random.fold_in(key, 1))
+        noise = jax.random.normal(k_noise, state.z.shape, state.z.dtype)
+        z = state.z if init == "real" else jax.random.normal(k_z, state.z.shape, state.z.dtype)
+        state = state.replace(z=z, noise=noise)  # (Adam's initial state does not depend on z)
+        return jax.jit(generator.generate)(params, z, state.c, noise), state
 
     def update(g_images, state: LatentState, images):
         g_z, g_c = generator.vjp(params, state.z, state.c, state.noise, g_images)
@@ -138,73 +132,61 @@ def latent_optimizer(generator: LD3MGenerator, params: Any, num_classes: int, lr
         new_images = generator.generate(params, learn["z"], learn["c"], state.noise)
         return new_images - images, state.replace(z=learn["z"], c=learn["c"], opt=opt)
 
-    return optax.GradientTransformation(init, update)
+    return ImageOptimizer(init_state, update, start)
 
 
 @dataclasses.dataclass(frozen=True)
-class LD3MMixin:
-    """Turns a matching method into LD3M (see module docstring). Mixed in before the method class."""
+class LD3M:
+    """LD3M (module docstring): ``match``, the matching method whose images' optimiser is
+    :func:`latent_optimizer` over ``generator``; ``config`` the LD3M settings (``None`` fields
+    filled with the matching method's values). Init, update and the synthetic set are the
+    matching method's; the state's image optimiser state is the :class:`LatentState`."""
 
-    generator: LD3MGenerator | None = None
+    match: Method
+    config: LD3MConfig
+    generator: LD3MGenerator
     prior_params: Any = dataclasses.field(default=None, compare=False, repr=False)
+    name: str = "ld3m"
 
-    def _latent_tx(self) -> optax.GradientTransformation:
-        cfg = self.config
-        return latent_optimizer(self.generator, self.prior_params, self.network.num_classes, cfg.lr_img,
-                                cfg.lr_embedding)
+    @property
+    def network(self):
+        return self.match.network
 
-    def _optimizer(self):  # DC / DSA / DM
-        return self._latent_tx()
+    @property
+    def eval_preset(self) -> str:
+        return self.match.eval_preset
 
-    def _optimizers(self):  # MTT: (images, learnable lr)
-        return self._latent_tx(), super()._optimizers()[1]
+    @property
+    def extendable(self) -> bool:
+        return self.match.extendable
 
-    def _latents_field(self, state) -> str:
-        return "opt_images" if hasattr(state, "opt_images") else "opt_state"
-
-    def check_dataset(self, dataset) -> None:
-        """The prior must fit ``dataset``; its images are re-normalised to the dataset's statistics."""
+    def for_dataset(self, dataset) -> "LD3M":
+        """LD3M generating in ``dataset``'s normalisation; ``ValueError`` unless the prior fits it."""
         check_compatible(self.generator.prior, dataset, where=f"prior {self.config.prior}")
-        object.__setattr__(self, "generator", dataclasses.replace(
-            self.generator, mean=tuple(map(float, dataset.mean)), std=tuple(map(float, dataset.std))))
-        if hasattr(super(), "check_dataset"):
-            super().check_dataset(dataset)
+        generator = dataclasses.replace(self.generator, mean=tuple(map(float, dataset.mean)),
+                                        std=tuple(map(float, dataset.std)))
+        match = dataclasses.replace(self.match.for_dataset(dataset),
+                                    image_tx=_latent_tx(generator, self.prior_params, self.match.network, self.config))
+        return dataclasses.replace(self, match=match, generator=generator)
 
     def init(self, key: jax.Array, real) -> Any:
         """The matching method's state with real-initialised latents (or z ~ N(0, I) with
         ``init="noise"``), a fixed noise draw per image and ``images = G(z, c)``."""
-        state = super().init(key, real)
-        field = self._latents_field(state)
-        latents = getattr(state, field)
-        k_noise, k_z = jax.random.split(jax.random.fold_in(key, 1))
-        noise = jax.random.normal(k_noise, latents.z.shape, latents.z.dtype)
-        z = latents.z if self.config.init == "real" else jax.random.normal(k_z, latents.z.shape, latents.z.dtype)
-        latents = latents.replace(z=z, noise=noise)  # (Adam's initial state does not depend on z)
-        images = jax.jit(self.generator.generate)(self.prior_params, z, latents.c, noise)
-        return state.replace(images=images, **{field: latents})
+        return self.match.init(key, real)
+
+    def update(self, state: Any, real) -> tuple[Any, dict[str, jax.Array]]:
+        return self.match.update(state, real)
+
+    def synthetic(self, state: Any) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+        return self.match.synthetic(state)
 
 
-@dataclasses.dataclass(frozen=True)
-class LD3MGradientMatching(LD3MMixin, GradientMatching):
-    """LD3M with DC / DSA gradient matching."""
-
-
-@dataclasses.dataclass(frozen=True)
-class LD3MDistributionMatching(LD3MMixin, DistributionMatching):
-    """LD3M with DM distribution matching."""
-
-
-@dataclasses.dataclass(frozen=True)
-class LD3MTrajectoryMatching(LD3MMixin, TrajectoryMatching):
-    """LD3M with MTT trajectory matching."""
-
-
-_CLASSES = {GradientMatching: LD3MGradientMatching, DistributionMatching: LD3MDistributionMatching,
-            TrajectoryMatching: LD3MTrajectoryMatching}
+def _latent_tx(generator: LD3MGenerator, params: Any, network: Network, config: LD3MConfig) -> ImageOptimizer:
+    return latent_optimizer(generator, params, network.num_classes, config.lr_img, config.lr_embedding, config.init)
 
 
 def build_ld3m(network: Network, config: LD3MConfig, mesh: Mesh | None = None, prior=None,
-               prior_params: Any = None) -> LD3MMixin:
+               prior_params: Any = None) -> LD3M:
     """LD3M over ``config.match`` with the prior in ``config.prior`` (or the given ``prior`` and
     ``prior_params``, e.g. a converted pretrained model)."""
     if prior is None:
@@ -217,20 +199,17 @@ def build_ld3m(network: Network, config: LD3MConfig, mesh: Mesh | None = None, p
                          f"images but the network is for {network.num_classes} classes of {network.input_shape}; "
                          "use a prior trained on this dataset (`jaxdd prior train --dataset NAME`)")
     passed = {f: getattr(config, f) for f in _PASSED if getattr(config, f) is not None}
-    inner = build_method(config.match, network, mesh=mesh, **passed, **json.loads(config.match_settings))
-    cls = _CLASSES.get(type(inner))
-    if cls is None:
-        raise ValueError(f"LD3M cannot wrap method {config.match!r} ({type(inner).__name__})")
-    resolved = resolved_config_class(type(inner.config))(
-        **{**dataclasses.asdict(inner.config), "lr_img": config.lr_img,
-           **{f: getattr(config, f) for f in _OWN}})
     generator = LD3MGenerator(prior, num_steps=config.num_steps, guidance_scale=config.guidance_scale,
                               chunk_size=config.chunk_size)
-    fields = {f.name: getattr(inner, f.name) for f in dataclasses.fields(inner) if f.init}
-    return cls(**{**fields, "config": resolved, "name": "ld3m", "generator": generator, "prior_params": prior_params})
+    match = build_method(config.match, network, mesh=mesh, **passed, **json.loads(config.match_settings))
+    match = dataclasses.replace(match, image_tx=_latent_tx(generator, prior_params, network, config))
+    known = {f.name for f in dataclasses.fields(match.config)}
+    resolved = dataclasses.replace(config, **{f: getattr(match.config, f) for f in _PASSED
+                                              if getattr(config, f) is None and f in known})
+    return LD3M(match=match, config=resolved, generator=generator, prior_params=prior_params)
 
 
 @register_method("ld3m", LD3MConfig, "latent distillation with a diffusion prior, Moser et al. 2024 "
                  "(needs --prior FOLDER; --match dm|dc|dsa|mtt)")
-def _build_ld3m(network: Network, config: LD3MConfig, mesh: Mesh | None = None) -> LD3MMixin:
+def _build_ld3m(network: Network, config: LD3MConfig, mesh: Mesh | None = None) -> LD3M:
     return build_ld3m(network, config, mesh)

@@ -45,8 +45,9 @@ from jax.sharding import Mesh
 
 from jaxdd.augment import DSAParams, default_strategy, dsa, parse_strategy
 from jaxdd.distill import losses, sharding
-from jaxdd.distill.base import (INITS, MEMORY_FRACTION, RealData, available_memory_bytes, choose_class_batch,
-                                compiled_memory_bytes, init_images, register_method)
+from jaxdd.distill.base import (INITS, MEMORY_FRACTION, ImageOptimizer, RealData, available_memory_bytes,
+                                choose_class_batch, compiled_memory_bytes, image_optimizer, init_images,
+                                register_method, start_images)
 from jaxdd.models import Network
 from jaxdd.train import Trainer, TrainConfig, epoch_batches, epoch_tail
 
@@ -167,14 +168,28 @@ class _ImageMethod:
     name: str = ""
     real_chunk: int | None = None  # real images per network call (None: the method's default, see memory_plan)
     class_split: bool = False  # split the per-class losses over the mesh by class (jaxdd.distill.sharding)
+    image_tx: optax.GradientTransformation | None = None  # None: SGD (config.lr_img, config.momentum)
+
+    extendable = True
 
     def __post_init__(self):
         if self.config.dsa and self.config.dsa_strategy is None:  # record the strategy actually used
             strategy = default_strategy(int(self.network.input_shape[-1]))
             object.__setattr__(self, "config", dataclasses.replace(self.config, dsa_strategy=strategy))
 
-    def _optimizer(self) -> optax.GradientTransformation:
-        return optax.sgd(self.config.lr_img, momentum=self.config.momentum or None)
+    @property
+    def eval_preset(self) -> str:
+        """The DC evaluation protocol, with DSA when the method distils with it."""
+        return "dc-dsa" if self.config.dsa else "dc"
+
+    def for_dataset(self, dataset) -> "_ImageMethod":
+        return self
+
+    def _optimizer(self) -> ImageOptimizer:
+        """The images' optimiser: ``image_tx``, else SGD with momentum (the reference)."""
+        if self.image_tx is not None:
+            return image_optimizer(self.image_tx)
+        return image_optimizer(optax.sgd(self.config.lr_img, momentum=self.config.momentum or None))
 
     def _check_real(self, real: RealData) -> None:
         if tuple(real.image_shape) != tuple(self.network.input_shape) or real.num_classes != self.network.num_classes:
@@ -185,9 +200,10 @@ class _ImageMethod:
     def init(self, key: jax.Array, real: RealData) -> ImageState:
         """Synthetic images (real or noise init), their labels, optimiser state, PRNG key."""
         self._check_real(real)
-        k_init, key = jax.random.split(key)
+        k_init, k_state = jax.random.split(key)
         images, labels = init_images(k_init, real, self.config.ipc, self.config.init)
-        return ImageState(images=images, labels=labels, opt_state=self._optimizer().init(images), key=key,
+        images, opt_state = start_images(self._optimizer(), key, images)
+        return ImageState(images=images, labels=labels, opt_state=opt_state, key=k_state,
                           step=jnp.zeros((), jnp.int32))
 
     def synthetic(self, state: ImageState) -> tuple[jax.Array, jax.Array, None]:

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from jaxdd.distill.base import INITS, RealData, init_images, register_method
+from jaxdd.distill.base import INITS, RealData, image_optimizer, init_images, register_method, start_images
 from jaxdd.distill.losses import SDC_MODES
 from jaxdd.distill.trajectory import MEMORY_MODES, resolve_checkpoint_every, trajectory_loss
 from jaxdd.distill.trajectory_configs import authors_defaults
@@ -154,6 +154,9 @@ class TrajectoryMatching:
     mesh: Mesh | None = None
     name: str = "mtt"
     buffer: ExpertBuffer | None = dataclasses.field(default=None, compare=False, repr=False)
+    image_tx: optax.GradientTransformation | None = None  # None: SGD (config.lr_img, config.momentum)
+
+    extendable = True
 
     def __post_init__(self):
         buffer = self.buffer
@@ -192,9 +195,14 @@ class TrajectoryMatching:
         """``(lo, hi)``: the start epoch is drawn from ``lo..hi-1`` (MTT: fixed)."""
         return self.config.min_start_epoch, self.config.max_start_epoch
 
-    def check_dataset(self, dataset) -> None:
-        """``ValueError`` unless the buffer was trained on ``dataset`` (called by the driver)."""
+    @property
+    def eval_preset(self) -> str:
+        return self.config.eval_preset
+
+    def for_dataset(self, dataset) -> "TrajectoryMatching":
+        """Itself; ``ValueError`` unless the buffer was trained on ``dataset``."""
         self.buffer.check_compatible(self.network, dataset)
+        return self
 
     def _check_real(self, real: RealData) -> None:
         if tuple(real.image_shape) != tuple(self.network.input_shape) or real.num_classes != self.network.num_classes:
@@ -208,21 +216,26 @@ class TrajectoryMatching:
                              "set batch_syn (or ipc) accordingly or run without --devices")
 
     def _optimizers(self):
+        """(the images' optimiser: ``image_tx`` or SGD, the learnable lr's SGD), as the reference."""
         cfg = self.config
-        return optax.sgd(cfg.lr_img, momentum=cfg.momentum or None), optax.sgd(cfg.lr_lr, momentum=cfg.momentum or None)
+        images = self.image_tx if self.image_tx is not None else optax.sgd(cfg.lr_img, momentum=cfg.momentum or None)
+        return image_optimizer(images), optax.sgd(cfg.lr_lr, momentum=cfg.momentum or None)
 
     # -- protocol --------------------------------------------------------------------------------
     def init(self, key: jax.Array, real: RealData) -> TrajectoryState:
         """Real (or noise) images per class, int labels, α = lr_teacher."""
         self._check_real(real)
-        k_init, key = jax.random.split(key)
+        k_init, k_state = jax.random.split(key)
         images, labels = init_images(k_init, real, self.config.ipc, self.config.init)
-        return self._state(key, images, labels, None)
+        return self._state(key, k_state, images, labels, None)
 
-    def _state(self, key, images, labels, opt_labels) -> TrajectoryState:
+    def _state(self, init_key, key, images, labels, opt_labels) -> TrajectoryState:
+        """The state from the initial images (``init_key``: the method's init key, for the images'
+        optimiser's ``start``; ``key``: the state's PRNG key)."""
         opt_img, opt_lr = self._optimizers()
+        images, opt_images = start_images(opt_img, init_key, images)
         lr = jnp.asarray(self.config.lr_teacher, jnp.float32)
-        return TrajectoryState(images=images, labels=labels, syn_lr=lr, opt_images=opt_img.init(images),
+        return TrajectoryState(images=images, labels=labels, syn_lr=lr, opt_images=opt_images,
                                opt_lr=opt_lr.init(lr), opt_labels=opt_labels, key=key, step=jnp.zeros((), jnp.int32))
 
     def synthetic(self, state: TrajectoryState) -> tuple[jax.Array, jax.Array, jax.Array]:

@@ -52,7 +52,7 @@ def load_weights(path: str, real_dataset, temperature: float) -> np.ndarray:
     """Per-example weights ``exp(-z/T)`` for the (possibly pruned) training set from a scores file
     (``scores`` [and ``train_indices``], as written by ``jaxdd score`` / ``jaxdd prune``), aligned to
     ``real_dataset``'s examples by their original index."""
-    from jaxdd.distill.losses import difficulty_weights
+    from jaxdd.difficulty.weights import difficulty_weights
 
     with np.load(path, allow_pickle=False) as z:
         if "scores" not in z.files:
@@ -74,7 +74,7 @@ def run_distill(config: Mapping[str, Any], workdir: str | Path | None = None, *,
     :class:`~jaxdd.distill.driver.DistillResult`, and prints a summary when ``verbose``."""
     from jaxdd.data import load_dataset
     from jaxdd.distill.base import RealData, build_method, method_spec
-    from jaxdd.distill.driver import distill, evaluation_rows
+    from jaxdd.distill.driver import DistillConfig, distill, evaluation_rows
     from jaxdd.models import create_network
     from jaxdd.utils.config import parse_settings
     from jaxdd.utils.io import format_table
@@ -112,11 +112,11 @@ def run_distill(config: Mapping[str, Any], workdir: str | Path | None = None, *,
     out = Path(workdir or c["out"] or f"runs/distill-{c['method']}-{ds.name}-ipc{method.config.ipc}")
     extra = {"command": "jaxdd distill", "budget": c["budget"], "subset": c["subset"], "weights": c["weights"],
              "weight_temperature": c["weight_temperature"] if c["weights"] else None, "zca": c["zca"]}
-    result = distill(method, real, ds, seed=c["seed"], out=out, resume=c["resume"],
-                     checkpoint_every=c["checkpoint_every"], track_every=c["track_every"],
-                     eval_every=c["eval_every"], final_eval=not c["no_eval"], eval_preset=c["eval_preset"],
-                     eval_final_epochs=c["eval_epochs"], eval_final_models=c["eval_models"], mesh=mesh,
-                     progress=not c["no_progress"], extra_config=extra)
+    run = DistillConfig(seed=c["seed"], checkpoint_every=c["checkpoint_every"], track_every=c["track_every"],
+                        eval_every=c["eval_every"], final_eval=not c["no_eval"], eval_preset=c["eval_preset"],
+                        eval_final_epochs=c["eval_epochs"], eval_final_models=c["eval_models"],
+                        progress=not c["no_progress"], extra_config=extra)
+    result = distill(method, real, ds, run, out=out, resume=c["resume"], mesh=mesh)
     if verbose:
         print(f"{method.name}: {method.config.iterations} iterations on {ds.name} ({len(train.y_train)} real "
               f"images), IPC {method.config.ipc}, {result.seconds:.1f} s"

@@ -33,6 +33,7 @@ from jaxdd.models import Network
 from jaxdd.train import Trainer, TrainConfig, evaluate_accuracy, fit
 from jaxdd.utils.io import read_json
 from jaxdd.utils.metric_log import MetricLog
+from jaxdd.utils.run_loop import RunConfig, run_loop
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,8 +78,12 @@ def _expected_index(network: Network, dataset, config: ExpertConfig, seed: int, 
 
 
 def _same_setup(found: dict, expected: dict) -> list[str]:
-    keys = ("format", "version", "network", "dataset", "train", "seed")  # "subset" (a file name) is informative
-    return [k for k in keys if found.get(k) != expected.get(k)]
+    """What differs between an existing buffer's index and this run (``subset``, a file name, and
+    the expert list are informative)."""
+    from jaxdd.utils.run_loop import json_roundtrip, record_diff
+
+    skip = ("subset", "experts", "num_experts_requested")
+    return record_diff({k: v for k, v in found.items() if k not in skip}, json_roundtrip(expected), skip)
 
 
 def train_experts(dataset, network: Network, out: str | Path, num_experts: int, config: ExpertConfig = ExpertConfig(),
@@ -91,8 +96,6 @@ def train_experts(dataset, network: Network, out: str | Path, num_experts: int, 
     already in its index are kept, the missing ones are trained, ``parallel`` at a time.
     Returns the :class:`ExpertBuffer`.
     """
-    from tqdm.auto import tqdm
-
     if not isinstance(num_experts, int) or isinstance(num_experts, bool) or num_experts < 1:
         raise ValueError(f"num_experts must be a positive integer, got {num_experts!r}")
     if not isinstance(parallel, int) or isinstance(parallel, bool) or parallel < 1:
@@ -108,9 +111,9 @@ def train_experts(dataset, network: Network, out: str | Path, num_experts: int, 
         found = read_json(index_path)
         diff = _same_setup(found, expected)
         if diff:
-            raise ValueError(f"{out} already holds an expert buffer made with different settings ({', '.join(diff)} "
-                             f"differ); resume with the same --arch/--dataset/--zca/--subset/--epochs/--lr/--seed "
-                             "or choose another --out folder")
+            raise ValueError(f"{out} already holds an expert buffer made with different settings ({'; '.join(diff)}); "
+                             "resume with the same --arch/--dataset/--zca/--subset/--epochs/--lr/--seed or choose "
+                             "another --out folder")
         index = found
     else:
         index = {**expected, "experts": []}
@@ -125,47 +128,52 @@ def train_experts(dataset, network: Network, out: str | Path, num_experts: int, 
     x, y = dataset.x_train, dataset.y_train
     num_params = index["network"]["num_params"]
     groups = [todo[g:g + parallel] for g in range(0, len(todo), parallel)]
-    bar = tqdm(total=len(todo), desc=f"experts ({len(done)} done)", disable=not progress, dynamic_ncols=True)
     log = MetricLog(out)  # TensorBoard: per-epoch loss / train accuracy of every expert, and its test accuracy
+
+    def train_group(_, g: int) -> tuple[None, dict]:
+        """Train experts ``groups[g]`` together; their files and index entries are final when it returns."""
+        group = groups[g]
+        t0 = time.time()
+        k_init = jnp.stack([jax.random.fold_in(jax.random.fold_in(root, i), 0) for i in group])
+        k_train = jnp.stack([jax.random.fold_in(jax.random.fold_in(root, i), 1) for i in group])
+        state = trainer.init(k_init)
+        # each expert's rows go straight to a memory-mapped partial file (not kept in memory)
+        partial = [out / f".{expert_file(i)}.partial" for i in group]
+        maps = [np.lib.format.open_memmap(p, mode="w+", dtype=np.float32, shape=(config.epochs + 1, num_params))
+                for p in partial]
+
+        def record(epoch: int, st, metrics=None) -> None:
+            rows = flatten_stacked(st.variables["params"], len(group))
+            for mm, row in zip(maps, rows):
+                mm[epoch] = row
+
+        record(0, state)  # epoch 0 = the initialisation
+        state, history = fit(trainer, state, x, y, k_train, on_epoch=record, progress=progress,
+                             desc=f"experts {group[0]}-{group[-1]}")
+        test_acc = evaluate_accuracy(network, state.variables, dataset.x_test, dataset.y_test, mesh=mesh)
+        seconds = (time.time() - t0) / len(group)
+        for mm in maps:
+            mm.flush()
+        del maps, mm  # close the memory maps before renaming
+        for m, i in enumerate(group):
+            for h in history:
+                log.scalars(h["epoch"], {"loss": float(h["loss"][m]), "train_acc": 100.0 * float(h["acc"][m])},
+                            prefix=f"expert_{i}/")
+            log.scalars(i, {"expert_test_acc": 100.0 * float(test_acc[m])})
+            os.replace(partial[m], out / expert_file(i))
+            index["experts"].append({
+                "index": i, "file": expert_file(i), "train_loss": float(history[-1]["loss"][m]),
+                "train_acc": round(100.0 * float(history[-1]["acc"][m]), 4),
+                "test_acc": round(100.0 * float(test_acc[m]), 4), "seconds": round(seconds, 2)})
+            index["experts"].sort(key=lambda e: e["index"])
+            write_index(out, index)
+        return None, {"experts": len(group)}
+
+    # resume is by the index: the experts it lists are kept, the loop trains the groups of the others
     try:
-        for group in groups:
-            t0 = time.time()
-            k_init = jnp.stack([jax.random.fold_in(jax.random.fold_in(root, i), 0) for i in group])
-            k_train = jnp.stack([jax.random.fold_in(jax.random.fold_in(root, i), 1) for i in group])
-            state = trainer.init(k_init)
-            # each expert's rows go straight to a memory-mapped partial file (not kept in memory)
-            partial = [out / f".{expert_file(i)}.partial" for i in group]
-            maps = [np.lib.format.open_memmap(p, mode="w+", dtype=np.float32, shape=(config.epochs + 1, num_params))
-                    for p in partial]
-
-            def record(epoch: int, st, metrics=None) -> None:
-                rows = flatten_stacked(st.variables["params"], len(group))
-                for mm, row in zip(maps, rows):
-                    mm[epoch] = row
-
-            record(0, state)  # epoch 0 = the initialisation
-            state, history = fit(trainer, state, x, y, k_train, on_epoch=record, progress=progress,
-                                 desc=f"experts {group[0]}-{group[-1]}")
-            test_acc = evaluate_accuracy(network, state.variables, dataset.x_test, dataset.y_test, mesh=mesh)
-            seconds = (time.time() - t0) / len(group)
-            for mm in maps:
-                mm.flush()
-            del maps, mm  # close the memory maps before renaming
-            for m, i in enumerate(group):
-                for h in history:
-                    log.scalars(h["epoch"], {"loss": float(h["loss"][m]), "train_acc": 100.0 * float(h["acc"][m])},
-                                prefix=f"expert_{i}/")
-                log.scalars(i, {"expert_test_acc": 100.0 * float(test_acc[m])})
-                os.replace(partial[m], out / expert_file(i))
-                index["experts"].append({
-                    "index": i, "file": expert_file(i), "train_loss": float(history[-1]["loss"][m]),
-                    "train_acc": round(100.0 * float(history[-1]["acc"][m]), 4),
-                    "test_acc": round(100.0 * float(test_acc[m]), 4), "seconds": round(seconds, 2)})
-                index["experts"].sort(key=lambda e: e["index"])
-                write_index(out, index)
-            bar.update(len(group))
+        run_loop(train_group, None, RunConfig(steps=len(groups), unit="group", desc=f"experts ({len(done)} done)",
+                                              progress=progress))
     finally:
-        bar.close()
         log.close()
     return ExpertBuffer(out)
 

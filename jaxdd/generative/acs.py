@@ -193,15 +193,6 @@ def discriminator_loss(net: Network, variables: Any, images: Any, labels: Any) -
     return cross_entropy(net.logits(variables, jnp.asarray(images)), jnp.asarray(labels))
 
 
-def jsonable(record: dict) -> dict:
-    """``record`` as it reads back from a checkpoint's JSON metadata (tuples become lists)."""
-    import json
-
-    from jaxdd.utils.io import to_jsonable
-
-    return json.loads(json.dumps(to_jsonable(record)))
-
-
 def has_run(checkpoint_dir: str | Path) -> bool:
     """Whether ``checkpoint_dir`` holds an ACS checkpoint."""
     from jaxdd.utils.checkpoint import Checkpointer
@@ -215,34 +206,17 @@ def has_run(checkpoint_dir: str | Path) -> bool:
 def run_acs(acs: ACS, params: Any, key: jax.Array, checkpoint_dir: str | Path | None = None, *,
             resume: bool = False, stop_after: int | None = None, progress: bool = True,
             on_curriculum=None) -> ACSState:
-    """All curricula (or up to ``stop_after``), checkpointing the state after each one in
-    ``checkpoint_dir``; ``resume=True`` continues from its latest checkpoint."""
-    from jaxdd.utils.checkpoint import Checkpointer
+    """All curricula (or up to ``stop_after``) on :func:`jaxdd.utils.run_loop.run_loop`,
+    checkpointing the state after each one in ``checkpoint_dir``; ``resume=True`` continues from its
+    latest checkpoint (refused when the ACS settings differ). ``on_curriculum(info)`` gets each
+    curriculum's ``update`` info."""
+    from jaxdd.utils.run_loop import Hook, RunConfig, run_loop
 
-    state = acs.init(key)
-    ckpt = Checkpointer(checkpoint_dir, max_to_keep=2) if checkpoint_dir is not None else None
-    try:
-        if ckpt is not None:
-            if ckpt.latest_step() is not None and not resume:
-                raise ValueError(f"{checkpoint_dir} already holds an ACS run: pass --resume to continue it, or "
-                                 "choose another --out")
-            if resume:
-                restored = ckpt.restore_latest(state)
-                if restored is not None:
-                    saved = restored[2].get("config")
-                    if saved != jsonable(dataclasses.asdict(acs.config)):
-                        raise ValueError(f"{checkpoint_dir} holds an ACS run with other settings ({saved}); resume it "
-                                         "with the same settings, or choose another --out")
-                    state = restored[1]
-        last = acs.config.curricula if stop_after is None else min(stop_after, acs.config.curricula)
-        while int(state.curriculum) < last:
-            state, info = acs.update(state, key, params, progress=progress)
-            if ckpt is not None:
-                ckpt.save(int(state.curriculum), state, metadata={"config": jsonable(dataclasses.asdict(acs.config)),
-                                                                  **info})
-            if on_curriculum is not None:
-                on_curriculum(info)
-    finally:
-        if ckpt is not None:
-            ckpt.close()
-    return state
+    loop = RunConfig(steps=acs.config.curricula, checkpoint_dir=checkpoint_dir, resume=resume, checkpoint_every=1,
+                     record={"acs_config": dataclasses.asdict(acs.config)}, extendable=False,
+                     not_extendable="IPC / K images per curriculum", stop_at=stop_after, unit="curriculum",
+                     units="curricula", kind="an ACS run", desc="ACS", progress=False)
+    hooks = [Hook(lambda k, st, info: info)]
+    if on_curriculum is not None:
+        hooks.append(Hook(lambda k, st, info: on_curriculum(info), after_checkpoint=True))
+    return run_loop(lambda st, k: acs.update(st, key, params, progress=progress), acs.init(key), loop, hooks).state

@@ -210,82 +210,78 @@ def train_prior(prior: SmallPrior, dataset, config: PriorTrainConfig, out: str |
                 guidance_scale: float = 2.0, progress: bool = True, stop_at: int | None = None):
     """Train ``prior`` on ``dataset``'s training split; returns ``(prior, params, history)``.
 
-    With ``out``: orbax checkpoints in ``out/checkpoints`` every ``checkpoint_every`` steps (and at
-    the end), ``resume=True`` continues from the latest one, per-class sample grids
-    ``out/samples/step_*.png`` every ``sample_every`` denoiser steps, and the prior itself
-    (``prior.json`` + ``params.npz``, EMA weights) at every grid and at the end.
+    Runs on :func:`jaxdd.utils.run_loop.run_loop`. With ``out``: orbax checkpoints in
+    ``out/checkpoints`` every ``checkpoint_every`` steps (and at the end), ``resume=True`` continues
+    from the latest one (refused when the prior or training configuration differs), per-class
+    sample grids ``out/samples/step_*.png`` every ``sample_every`` denoiser steps, and the prior
+    itself (``prior.json`` + ``params.npz``, EMA weights) at every grid and at the end.
     ``stop_at`` ends the run early at that global step (to test resuming).
     """
-    from tqdm.auto import tqdm
-
-    from jaxdd.utils.checkpoint import Checkpointer
+    from jaxdd.utils.run_loop import Hook, RunConfig, run_loop
 
     check_compatible(prior, dataset, where="the prior to train")
     if prior.autoencoder is None and config.ae_steps:
         config = dataclasses.replace(config, ae_steps=0)
     key = jax.random.key(config.seed)
     k_init, k_train, k_grid = jax.random.split(key, 3)
-    state = init_train_state(prior, config, k_init)
-    history: list[dict] = []
     total = config.ae_steps + config.steps
-    ckpt = None
-    meta_base = json.loads(json.dumps(to_jsonable({  # as it reads back from a checkpoint's JSON
-        "prior_config": prior.config(), "train_config": dataclasses.asdict(config), "dataset": dataset.describe()})))
-    if out is not None:
-        out = Path(out)
-        ckpt = Checkpointer(out / "checkpoints", max_to_keep=2)
-        if ckpt.latest_step() is not None:
-            if not resume:
-                raise ValueError(f"{out} already holds a training run (checkpoint step {ckpt.latest_step()}): pass "
-                                 "--resume to continue it, or choose another --out folder")
-            step, state, meta = ckpt.restore_latest(state)
-            saved = {k: meta.get(k) for k in ("prior_config", "train_config")}
-            if saved["prior_config"] != meta_base["prior_config"] or saved["train_config"] != meta_base["train_config"]:
-                raise ValueError(f"{out}: the checkpoint was written with another prior or training configuration; "
-                                 "resume with the same options, or choose another --out folder")
-            history = list(meta.get("history", []))
+    record = {"prior_config": prior.config(), "train_config": dataclasses.asdict(config), "dataset": dataset.describe()}
+    meta_base = json.loads(json.dumps(to_jsonable(record)))  # as it reads back from JSON
+    out = None if out is None else Path(out)
+    loop = RunConfig(steps=total, checkpoint_dir=None if out is None else out / "checkpoints", resume=resume,
+                     checkpoint_every=checkpoint_every, record=record, may_change=("dataset",), extendable=False,
+                     not_extendable="the learning-rate schedules depend on the total", stop_at=stop_at,
+                     kind="a prior training run", out=out, desc="prior", progress=progress)
     x = jnp.asarray(dataset.x_train)
     y = jnp.asarray(dataset.y_train)
-    t0 = time.time()
-    elapsed0 = history[-1]["seconds"] if history else 0.0
-    z = None  # the training latents, encoded once the autoencoder is final
-    start = int(state.step)
-    end = total if stop_at is None else min(stop_at, total)
-    losses: list[float] = []
-    bar = tqdm(range(start, end), desc="prior", disable=not progress, dynamic_ncols=True, initial=start, total=total)
-    for s in bar:
+    # the denoiser's view of the prior and the training latents, set once the autoencoder is final
+    ctx: dict = {"prior": prior, "z": None, "losses": [], "t0": time.time()}
+    history: list[dict] = []
+
+    def step(state: PriorTrainState, s: int) -> tuple[PriorTrainState, dict]:
         if s < config.ae_steps:
             state, metrics = ae_update(prior, config, state, x, k_train)
             phase = "autoencoder"
         else:
-            if z is None:
+            if ctx["z"] is None:
                 if prior.autoencoder is not None:
                     if s == config.ae_steps:  # the first denoiser step: measure the latent scale
                         scale = measure_latent_scale(prior, state.params, dataset.x_train)
                         state = state._replace(latent_scale=jnp.float32(scale))
                         if out is not None:
                             save_recon_grid(out / "reconstructions.png", prior, state.params, dataset)
-                    prior = dataclasses.replace(prior, latent_scale=float(state.latent_scale))
-                z = encode_all(prior, state.params, dataset.x_train)
-            state, metrics = diffusion_update(prior, config, state, z, y, k_train)
+                    ctx["prior"] = dataclasses.replace(prior, latent_scale=float(state.latent_scale))
+                ctx["z"] = encode_all(ctx["prior"], state.params, dataset.x_train)
+            state, metrics = diffusion_update(ctx["prior"], config, state, ctx["z"], y, k_train)
             phase = "denoiser"
-        losses.append(float(metrics["loss"]))
-        done = s + 1
-        if done % log_every == 0 or done == end or done == config.ae_steps:
-            history.append({"step": done, "phase": phase, "loss": float(np.mean(losses)),
-                            "seconds": round(elapsed0 + time.time() - t0, 1)})
-            losses = []
-            bar.set_postfix(phase=phase[:4], loss=f"{history[-1]['loss']:.4f}")
-        if out is not None and phase == "denoiser" and ((done - config.ae_steps) % sample_every == 0 or done == total):
-            params = ema_params(state)
-            save_sample_grid(out / "samples" / f"step_{done:06d}.png", prior, params, dataset, k_grid,
-                             per_class=grid_per_class, num_steps=sample_steps, guidance_scale=guidance_scale)
-            save_prior(out, prior, params, {**meta_base, "step": done, "history": history, "complete": done == total})
-        if ckpt is not None and (done % checkpoint_every == 0 or done == end):
-            ckpt.save(done, state, {**meta_base, "history": history})
-    bar.close()
-    if ckpt is not None:
-        ckpt.close()
+        ctx["losses"].append(float(metrics["loss"]))
+        return state, {"phase": phase, "loss": ctx["losses"][-1]}
+
+    def log(done: int, state, metrics: dict) -> dict:
+        elapsed0 = ctx.setdefault("elapsed0", history[-1]["seconds"] if history else 0.0)
+        entry = {"step": done, "phase": metrics["phase"], "loss": float(np.mean(ctx["losses"])),
+                 "seconds": round(elapsed0 + time.time() - ctx["t0"], 1)}
+        ctx["losses"] = []
+        return entry
+
+    def sample(done: int, state, metrics: dict) -> None:
+        if done <= config.ae_steps:
+            return
+        params = ema_params(state)
+        save_sample_grid(out / "samples" / f"step_{done:06d}.png", ctx["prior"], params, dataset, k_grid,
+                         per_class=grid_per_class, num_steps=sample_steps, guidance_scale=guidance_scale)
+        save_prior(out, ctx["prior"], params, {**meta_base, "step": done, "history": history,
+                                               "complete": done == total})
+
+    end = total if stop_at is None else min(stop_at, total)
+    hooks = [Hook(log, every=log_every, at=(end, config.ae_steps))]
+    if out is not None:
+        hooks.append(Hook(sample, every=0, at=tuple(range(config.ae_steps + sample_every, total + 1, sample_every)),
+                          at_end=True))
+    state = init_train_state(prior, config, k_init)
+    run = run_loop(step, state, loop, hooks, history=history,
+                   postfix=lambda m: {"phase": m["phase"][:4], "loss": f"{m['loss']:.4f}"})
+    state = run.state
     if prior.autoencoder is not None:
         prior = dataclasses.replace(prior, latent_scale=float(state.latent_scale))
     return prior, ema_params(state), history
