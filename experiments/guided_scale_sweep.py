@@ -25,7 +25,7 @@ def main(argv=None) -> int:
 
     from jaxdd.data import load_dataset
     from jaxdd.generative import load_prior
-    from jaxdd.sample.classifier import DifficultyClassifier
+    from jaxdd.difficulty.classifier import DifficultyClassifier
     from jaxdd.sample.guided import GenerateConfig, generate_set
     from jaxdd.utils.io import format_table, read_json, write_json
 
