@@ -54,7 +54,11 @@ def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch, compile_cache: s
     km = KernelManager(kernel_name="python3")
     km.kernel_spec.argv[0] = sys.executable  # this interpreter (the suite's environment), whatever is on PATH
     client = NotebookClient(book, km=km, timeout=600, resources={"metadata": {"path": str(tmp_path)}})
-    client.execute()  # raises CellExecutionError naming the cell on the first error
+    try:
+        client.execute()  # raises CellExecutionError naming the cell on the first error
+    finally:
+        if km.has_kernel:  # a kernel manager passed in is not shut down by nbclient
+            km.shutdown_kernel(now=True)
     outputs = [o for c in book.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs), f"{path.name} showed no image"
