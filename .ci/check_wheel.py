@@ -11,7 +11,7 @@ from pathlib import Path
 
 REQUIRED = ["jaxdd/data/embedded/fashion_mnist_small.npz", "jaxdd/data/embedded/README.md",
             "jaxdd/models/fixtures/convnet_mnist.npz", "jaxdd/models/fixtures/convnet_cifar.npz",
-            "jaxdd/utils/metric_log.py", "jaxdd/cli/__init__.py"]
+            "jaxdd/utils/metric_log.py", "jaxdd/cli/__init__.py", "jaxdd/configs/dm_fmnist_ipc10.py"]
 
 
 def main(wheel: str) -> int:

@@ -23,7 +23,7 @@ from distill import bench  # the timing of benchmarks/distill.py: compile, warm-
 
 
 def main(argv=None) -> int:
-    import jaxdd.distill.losses as losses
+    import jaxdd.difficulty.sdc as losses  # where sdc_penalty looks up per_example_grad_norms
     from jaxdd.data import load_dataset
     from jaxdd.difficulty import grand_reference
     from jaxdd.distill import RealData

@@ -6,19 +6,19 @@ the same networks trained on the full training set (``jaxdd.evaluate.full_data``
 reference row every distilled set is compared with (methods.md §0: "always report the random-real
 baseline under the same preset").
 
-    python experiments/baselines.py --out runs/baselines                  # the full protocol (dc: 300 epochs)
+    python experiments/run.py --config baselines_fmnist                   # the full protocol (dc: 300 epochs)
     python experiments/baselines.py --ipc 1 10 --models 2 --epochs 50 --full-epochs 5 --train-size 10000
 
 The full protocol is expensive on a CPU (the full-data rows dominate: 300 epochs over 60,000 images);
 ``--models``, ``--epochs``, ``--full-epochs``, ``--full-models`` and ``--train-size`` (a class-balanced
 random subset for the full-data row) cut it down, and every row is recorded with the settings that made
 it. Rows are cached in ``--out`` (one JSON each, reused when the settings match), so a killed run
-resumes. Writes ``results.json``, ``results.md`` and a PNG grid per random set.
+resumes. Settings: ``jaxdd/configs/baselines_fmnist.py``. Writes ``results.json``, ``results.md`` and a
+PNG grid per random set.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 import time
@@ -30,43 +30,16 @@ import numpy as np
 from jaxdd.data import load_dataset, random_real
 from jaxdd.evaluate import full_data, get_preset, random_real_baseline
 from jaxdd.utils.images import save_class_grid
-from jaxdd.utils.io import format_table, read_json, write_json, write_report
+from jaxdd.utils.io import format_table, write_report
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", default="fashion_mnist", help="dataset (default: the Debian IDX Fashion-MNIST)")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--ipc", type=int, nargs="+", default=[1, 10, 50])
-    p.add_argument("--arch", default="convnet")
-    p.add_argument("--preset", default="dc")
-    p.add_argument("--models", type=int, default=5, help="networks per random-real row (default 5)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs for random-real rows (default: the preset's)")
-    p.add_argument("--no-full", action="store_true", help="skip the full-data row")
-    p.add_argument("--full-models", type=int, default=None, help="networks for the full-data row (default --models)")
-    p.add_argument("--full-epochs", type=int, default=None, help="epochs for the full-data row (default --epochs)")
-    p.add_argument("--train-size", type=int, default=0, help="full-data row on a class-balanced random subset of "
-                   "this many training images (0 = all)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/baselines", help="output folder")
-    return p.parse_args(argv)
+def run(args) -> int:
+    """The experiment with the settings ``args`` (fields of ``jaxdd/configs/baselines_fmnist.py``)."""
+    from run import as_list, cached
 
-
-def cached(path: Path, settings: dict, compute):
-    """The result stored at ``path`` if it was made with ``settings``, else ``compute()`` (saved)."""
-    if path.exists():
-        stored = read_json(path)
-        if stored.get("settings") == settings:
-            return stored["result"]
-    result = compute()
-    write_json(path, {"settings": settings, "result": result})
-    return result
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
+    args.ipc = as_list(args.ipc)
     out = Path(args.out)
-    config = {"script": "experiments/baselines.py", "argv": sys.argv[1:] if argv is None else argv, **vars(args)}
+    config = {"script": "experiments/baselines.py", **vars(args)}
     preset = get_preset(args.preset)
     t_start = time.time()
     ds = load_dataset(args.dataset, data_dir=args.data_dir)
@@ -77,14 +50,14 @@ def main(argv=None) -> int:
         settings = {"ipc": ipc, "arch": args.arch, "preset": preset.name, "models": args.models,
                     "epochs": args.epochs, "seed": args.seed, "dataset": ds.describe()}
 
-        def run(ipc=ipc):
+        def compute(ipc=ipc):
             t = time.time()
             r, x, y = random_real_baseline(ds, ipc, args.arch, preset, jax.random.fold_in(root, ipc), args.models,
                                            epochs=args.epochs, return_set=True)
             save_class_grid(out / f"random_ipc{ipc}.png", ds.denormalize(x), y, ds.num_classes)
             return {**r, "seconds": round(time.time() - t, 1)}
 
-        r = cached(out / f"ipc{ipc}.json", settings, run)
+        r = cached(out / f"ipc{ipc}.json", settings, compute)
         results.append({"set": f"random IPC {ipc}", **r})
 
     if not args.no_full:
@@ -120,4 +93,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from run import legacy_main
+
+    sys.exit(legacy_main("baselines_fmnist"))

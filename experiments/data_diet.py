@@ -2,6 +2,7 @@
 10 %, 30 %, 50 % of the training set by EL2N (or GraNd) from a few early-trained models, report test
 accuracy.
 
+    python experiments/run.py --config data_diet_fmnist [--config.FIELD=VALUE ...]
     python experiments/data_diet.py [--dataset fashion_mnist] [--train-per-class 300] [--model convnet-w16]
         [--score el2n] [--score-models 4] [--score-epochs 3] [--fractions 0.1,0.3,0.5]
         [--eval-models 2] [--eval-epochs 20] --out experiments/results/data_diet.json
@@ -18,7 +19,6 @@ and prints a table; a markdown table goes next to the JSON (``.md``).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -27,30 +27,16 @@ import jax
 import numpy as np
 
 
-def main(argv=None) -> int:
+def run(args) -> int:
+    """The experiment with the settings ``args`` (fields of ``jaxdd/configs/data_diet_fmnist.py``)."""
+    from run import write_markdown
     from jaxdd.data import load_dataset
     from jaxdd.difficulty import ensemble_scores
     from jaxdd.models import create_network
     from jaxdd.prune import prune_dataset, select_indices
     from jaxdd.train import TrainConfig, Trainer, evaluate_accuracy, fit
-    from jaxdd.utils.io import atomic_path, format_table, save_npz, write_json
+    from jaxdd.utils.io import format_table, save_npz, write_json
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", default="fashion_mnist")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--train-per-class", type=int, default=300, help="class-balanced pool size per class (0 = all)")
-    p.add_argument("--model", default="convnet-w16")
-    p.add_argument("--score", default="el2n", choices=("el2n", "grand", "grand-last", "loss", "forgetting"))
-    p.add_argument("--score-models", type=int, default=4)
-    p.add_argument("--score-epochs", type=int, default=3, help="train the scoring models this long, score at the end")
-    p.add_argument("--fractions", default="0.1,0.3,0.5")
-    p.add_argument("--orders", default="easy,hard,random")
-    p.add_argument("--eval-models", type=int, default=2)
-    p.add_argument("--eval-epochs", type=int, default=20)
-    p.add_argument("--no-full", action="store_true", help="skip training on the whole pool")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="experiments/results/data_diet.json")
-    args = p.parse_args(argv)
     t_start = time.time()
 
     full = load_dataset(args.dataset, data_dir=args.data_dir, progress=False)
@@ -100,7 +86,7 @@ def main(argv=None) -> int:
     config = {**vars(args), "pool_size": int(len(ds.y_train)), "test_size": int(len(ds.y_test)),
               "score_config": res.config, "score_seconds": round(score_s, 1),
               "total_seconds": round(time.time() - t_start, 1),
-              "command": " ".join(["python", "experiments/data_diet.py", *(argv if argv is not None else sys.argv[1:])])}
+              "command": " ".join(["python", *sys.argv])}
     write_json(out, {"config": config, "rows": rows})
     md = ["| kept | " + " | ".join(orders) + " |", "|---|" + "---|" * len(orders)]
     for f in fractions:
@@ -111,11 +97,12 @@ def main(argv=None) -> int:
     if full_row:
         md.append(f"| 100% | {full_row[0]['acc mean']:.2f} ± {full_row[0]['acc std']:.2f} (full pool) |" +
                   " |" * (len(orders) - 1))
-    with atomic_path(out.with_suffix(".md")) as tmp:
-        tmp.write_text("\n".join(md) + "\n")
+    write_markdown(out.with_suffix(".md"), "\n".join(md) + "\n")
     print(f"wrote {out}, {out.with_suffix('.md')} ({config['total_seconds']} s)")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from run import legacy_main
+
+    sys.exit(legacy_main("data_diet_fmnist"))

@@ -17,7 +17,6 @@ killed run continues where it stopped. Prints a table and writes ``results.json`
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import sys
@@ -30,36 +29,12 @@ import numpy as np
 from jaxdd.data.registry import load_dataset
 from jaxdd.evaluate import evaluate_set
 from jaxdd.sample import dgs_select, random_select
-from jaxdd.sample.classifier import load_or_train_classifier
+from jaxdd.difficulty.classifier import load_or_train_classifier
 from jaxdd.sample.pool import build_distill_pool, load_pool, real_pool
 from jaxdd.train import TrainConfig
 from jaxdd.utils.io import format_table, read_json, save_npz, write_json
 
 TARGETS = ("real", "uniform", "hill", "slope", "cliff")
-
-
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", default="fashion_mnist")
-    p.add_argument("--ipc", type=int, nargs="+", default=[1, 10])
-    p.add_argument("--pools", nargs="+", default=["real", "dm"], choices=["real", "dm"])
-    p.add_argument("--pool-factor", type=int, default=5, help="pool size = factor x IPC per class (runs for dm)")
-    p.add_argument("--dm-iterations", type=int, default=200)
-    p.add_argument("--dm-batch-real", type=int, default=64)
-    p.add_argument("--clf-train-size", type=int, default=10000, help="real images the classifier trains on "
-                   "(a class-stratified random subset; 0 = all)")
-    p.add_argument("--clf-epochs", type=int, default=5)
-    p.add_argument("--clf-model", default="convnet", help="difficulty classifier network (default convnet)")
-    p.add_argument("--real-score-size", type=int, default=0, help="real training images scored for the 'real' "
-                   "target (class-stratified random subset; 0 = all)")
-    p.add_argument("--test-size", type=int, default=0, help="test images used for evaluation (class-stratified "
-                   "random subset; 0 = the whole test split)")
-    p.add_argument("--eval-epochs", type=int, default=300)
-    p.add_argument("--eval-models", type=int, default=3)
-    p.add_argument("--random-draws", type=int, default=3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/dgs_fmnist")
-    return p.parse_args(argv)
 
 
 def stratified_subset(key, labels: np.ndarray, size: int) -> np.ndarray:
@@ -71,10 +46,14 @@ def stratified_subset(key, labels: np.ndarray, size: int) -> np.ndarray:
                                    for k, c in zip(keys, classes)]))
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def run(args) -> int:
+    """The experiment with the settings ``args`` (fields of ``jaxdd/configs/dgs_fmnist.py``)."""
+    from run import as_list, write_markdown
+
+    args.ipc = as_list(args.ipc)
+    args.pools = as_list(args.pools)
     out = Path(args.out)
-    config = {"script": "experiments/dgs_fmnist.py", "argv": sys.argv[1:] if argv is None else argv, **vars(args)}
+    config = {"script": "experiments/dgs_fmnist.py", "argv": sys.argv[1:], **vars(args)}
     t_start = time.time()
     ds = load_dataset(args.dataset)
     root = jax.random.key(args.seed)
@@ -192,11 +171,13 @@ def main(argv=None) -> int:
         **timing, "total_s": round(elapsed, 1)}, "rows": rows,
         "eval": {"preset": "dc", "epochs": args.eval_epochs, "models": args.eval_models}}
     write_json(out / "results.json", record)
-    (out / "results.md").write_text(
-        f"Command: `python experiments/dgs_fmnist.py {' '.join(config['argv'])}`\n\n"
-        f"Classifier test accuracy {100 * clf_acc:.2f}%; total {elapsed / 60:.1f} min.\n\n```\n{table}\n```\n")
+    write_markdown(out / "results.md",
+                   f"Command: `python {sys.argv[0]} {' '.join(config['argv'])}`\n\n"
+                   f"Classifier test accuracy {100 * clf_acc:.2f}%; total {elapsed / 60:.1f} min.\n\n```\n{table}\n```\n")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from run import legacy_main
+
+    sys.exit(legacy_main("dgs_fmnist"))

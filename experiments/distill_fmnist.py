@@ -7,7 +7,7 @@ trained for ``--score-epochs`` epochs on the full training set, as ``jaxdd score
 (methods.md §2-4). Every run goes through ``jaxdd.distill.distill`` (checkpoints, resume,
 difficulty tracking) into ``--out/<tag>``; finished runs are reused, killed ones resume.
 
-    python experiments/distill_fmnist.py --out runs/distill_fmnist               # the CPU budget below
+    python experiments/run.py --config distill_fmnist                            # the CPU budget below
     python experiments/distill_fmnist.py --ipc 1 --methods dm --sdc 0 --keep 1   # one cell
 
 The authors' budgets (1000 iterations for DC/DSA, 20,000 for DM, real batch 256, DC IPC 10 with
@@ -15,12 +15,12 @@ The authors' budgets (1000 iterations for DC/DSA, 20,000 for DM, real batch 256,
 fit on a shared 2-core CPU; ``--iterations``, ``--batch-real``, ``--outer-loop-ipc10``,
 ``--inner-loop-ipc10``, ``--eval-epochs`` and ``--eval-models`` cut them down and every row records
 what it used.
-Writes ``--results`` (markdown) and the same rows as JSON beside it.
+Settings: ``jaxdd/configs/distill_fmnist.py``. Writes ``--results`` (markdown) and the same rows as
+JSON beside it.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -36,32 +36,10 @@ from jaxdd.utils.io import format_table, read_json, save_npz, write_json
 PUBLISHED = {("dc", 1): 70.5, ("dc", 10): 82.3, ("dsa", 1): 70.6, ("dsa", 10): 84.6}  # reference-results.md
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", default="fashion_mnist")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--ipc", type=int, nargs="+", default=[1, 10])
-    p.add_argument("--methods", nargs="+", default=["dc", "dsa", "dm"])
-    p.add_argument("--sdc", type=float, nargs="+", default=[0.0, 0.01, 0.1], help="SDC λ sweep (0 = plain)")
-    p.add_argument("--keep", type=float, nargs="+", default=[1.0, 0.6, 0.2], help="loss-pruned fractions kept")
-    p.add_argument("--iterations", type=int, nargs="+", default=None,
-                   help="DC/DSA iterations: one value per --ipc, or one for all (default 60 at IPC 1, else 10)")
-    p.add_argument("--dm-iterations", type=int, nargs="+", default=None,
-                   help="DM iterations: one value per --ipc, or one for all (default 100)")
-    p.add_argument("--batch-real", type=int, default=64, help="real images per class per step (authors: 256)")
-    p.add_argument("--outer-loop-ipc10", type=int, default=10, help="DC/DSA outer loop at IPC 10 (authors: 10)")
-    p.add_argument("--inner-loop-ipc10", type=int, default=10, help="DC/DSA inner loop at IPC 10 (authors: 50)")
-    p.add_argument("--eval-epochs", type=int, default=300, help="evaluation epochs (authors: 300 DC, 1000 DSA/DM)")
-    p.add_argument("--eval-models", type=int, default=3)
-    p.add_argument("--score-epochs", type=int, default=1, help="epochs of the classifier whose loss prunes")
-    p.add_argument("--model", default="convnet")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/distill_fmnist")
-    p.add_argument("--results", default="experiments/results/distill.md")
-    return p.parse_args(argv)
+def per_ipc(values, ipcs: list[int], what: str, default) -> dict[int, int]:
+    from run import as_list
 
-
-def per_ipc(values: list[int] | None, ipcs: list[int], what: str, default) -> dict[int, int]:
+    values = as_list(values)
     if values is None:
         return {k: default(k) for k in ipcs}
     if len(values) == 1:
@@ -121,17 +99,13 @@ def run_one(r: dict, ds, scores, net, args, out: Path) -> dict:
 
 def check_reusable(res: dict, overrides: dict, args, folder: Path) -> None:
     """Refuse to report a finished run made with other settings than the ones asked for now."""
-    cfg = res["config"]
-    ev = res["evaluation"]["results"][0]
-    asked = {**overrides, "eval_epochs": args.eval_epochs, "eval_models": args.eval_models, "seed": args.seed,
-             "network": args.model}
-    had = {**{k: cfg["method_config"].get(k) for k in overrides}, "eval_epochs": ev["epochs"],
-           "eval_models": ev["num_models"], "seed": cfg["seed"], "network": cfg["network"]}
-    diff = {k: (had[k], v) for k, v in asked.items() if had[k] != v}
-    if diff:
-        changed = ", ".join(f"{k}: {a!r} there, {b!r} asked" for k, (a, b) in diff.items())
-        raise SystemExit(f"{folder} holds a finished run with other settings ({changed}); "
-                         f"pass the settings it was made with, or another --out")
+    from run import refuse_changed
+
+    cfg, ev = res["config"], res["evaluation"]["results"][0]
+    refuse_changed(str(folder), {**{k: cfg["method_config"].get(k) for k in overrides}, "eval_epochs": ev["epochs"],
+                                 "eval_models": ev["num_models"], "seed": cfg["seed"], "network": cfg["network"]},
+                   {**overrides, "eval_epochs": args.eval_epochs, "eval_models": args.eval_models, "seed": args.seed,
+                    "network": args.model}, "pass the settings it was made with, or another --out")
 
 
 def row_of(res: dict, tag: str) -> dict:
@@ -188,9 +162,9 @@ def write_results(out: Path, args, path: Path) -> None:
                       "published": PUBLISHED.get((r["method"], r["ipc"]), "–"),
                       "random real": f"{b['mean']:.2f} ± {b['std']:.2f}", "GraNd": f"{r['grand']:.3f}",
                       "time (s)": f"{r['seconds']:.0f}"})
+    from run import markdown_table, write_markdown
+
     text = format_table(table, cols)
-    md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    md += ["| " + " | ".join(str(t[c]) for c in cols) + " |" for t in table]
     for r in rows:
         r["command"] = row_command(r, out)
     header = (f"Fashion-MNIST ({args.dataset}), {args.model}; real batch {args.batch_real}/class; "
@@ -203,15 +177,16 @@ def write_results(out: Path, args, path: Path) -> None:
               f"--out {out}` with the row's values; `{path.with_suffix('.json').name}` holds every row's exact command.")
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path.with_suffix(".json"), {"rows": rows, "baselines": list(base.values())})
-    from jaxdd.utils.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        tmp.write_text("# Distillation on Fashion-MNIST (issue 4)\n\n" + header + "\n\n" + "\n".join(md) + "\n")
+    write_markdown(path, "# Distillation on Fashion-MNIST (issue 4)\n\n" + header + "\n\n" + markdown_table(table, cols)
+                   + "\n")
     print(text)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def run(args) -> int:
+    """The experiment with the settings ``args`` (fields of ``jaxdd/configs/distill_fmnist.py``)."""
+    from run import as_list
+
+    args.ipc, args.methods, args.sdc, args.keep = (as_list(v) for v in (args.ipc, args.methods, args.sdc, args.keep))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     ds = load_dataset(args.dataset, data_dir=args.data_dir)
@@ -226,4 +201,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from run import legacy_main
+
+    sys.exit(legacy_main("distill_fmnist"))

@@ -1,5 +1,6 @@
 """LD3M vs pixel-space DM/DC and random real images on Fashion-MNIST (issue 7, measured part 2).
 
+    python experiments/run.py --config ld3m_fmnist --config.prior=runs/priors/fashion_mnist
     python experiments/ld3m_fmnist.py --prior runs/priors/fashion_mnist --out runs/ld3m_fmnist
 
 Runs (each a ``jaxdd.distill.distill`` call, resumable: finished runs are read back from their
@@ -15,7 +16,6 @@ recorded in ``results.json``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -31,30 +31,16 @@ from jaxdd.models import create_network
 from jaxdd.utils.io import format_table, read_json, write_json
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--prior", required=True)
-    p.add_argument("--dataset", default="fashion_mnist")
-    p.add_argument("--out", default="runs/ld3m_fmnist")
-    p.add_argument("--ipc", type=int, nargs="+", default=[1, 10])
-    p.add_argument("--model", default="convnet")
-    p.add_argument("--dm-iterations", type=int, default=100)
-    p.add_argument("--dc-iterations", type=int, default=20)
-    p.add_argument("--dc-loops", default="1,1;2,5", help="outer,inner per IPC (';'-separated, in --ipc order)")
-    p.add_argument("--batch-real", type=int, default=64)
-    p.add_argument("--num-steps", type=int, default=10, help="LD3M DDIM steps of the main runs")
-    p.add_argument("--ddim-steps", type=int, nargs="*", default=[2, 5, 10, 20])
-    p.add_argument("--steps-ipc", type=int, default=1)
-    p.add_argument("--lr-img", type=float, nargs="*", default=[0.03, 0.1],
-                   help="extra Adam lrs of the latents for LD3M-DM at IPC --steps-ipc "
-                   "(the main run uses the default, 0.01)")
-    p.add_argument("--eval-epochs", type=int, default=300)
-    p.add_argument("--eval-models", type=int, default=3)
-    p.add_argument("--cross-archs", nargs="*", default=["lenet", "mlp"],
-                   help="also evaluate every finished set on these networks (same preset, epochs, models)")
-    p.add_argument("--only", nargs="*", default=None, help="run only these run names")
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args()
+def run(args) -> int:
+    """The experiment with the settings ``args`` (fields of ``jaxdd/configs/ld3m_fmnist.py``)."""
+    from run import as_list
+
+    if not args.prior:
+        raise SystemExit("ld3m_fmnist needs the diffusion prior: --config.prior=runs/priors/fashion_mnist "
+                         "(or --prior)")
+    for name in ("ipc", "ddim_steps", "lr_img", "cross_archs", "only"):
+        setattr(args, name, as_list(getattr(args, name)))
+    args.cross_archs = args.cross_archs or []
     out = Path(args.out)
     ds = load_dataset(args.dataset, progress=False)
     real = RealData.from_dataset(ds)
@@ -150,6 +136,7 @@ def main() -> None:
              "ddim_steps": v.get("num_steps") or ""}
             for k, v in ordered]
     print(format_table(rows, ["run", "ipc", args.model, *args.cross_archs, "iterations", "s/it", "ddim_steps"]))
+    return 0
 
 
 #: Settings that change a run's numbers: earlier results made with other values are not reused.
@@ -180,4 +167,8 @@ def _plain(config) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from run import legacy_main
+
+    sys.exit(legacy_main("ld3m_fmnist"))

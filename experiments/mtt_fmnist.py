@@ -1,6 +1,6 @@
 """MTT and DATM (with and without SDC) on Fashion-MNIST with a CPU budget, against the random-real baseline.
 
-    python experiments/mtt_fmnist.py --out runs/mtt                        # the defaults below
+    python experiments/run.py --config mtt_fmnist                           # the defaults below
     python experiments/mtt_fmnist.py --ipc 1 --iterations-ipc1 20 --eval-epochs 50 --out /tmp/mtt_smoke
 
 Network: ``--arch`` (default ``convnet-w32``, the reference ConvNet at width 32) for the experts, the
@@ -26,12 +26,12 @@ Stages (each cached in ``--out``, so a killed run resumes where it stopped):
    iterations, their authors' settings otherwise, evaluated under their own preset (``dc-dsa`` for
    DM) with the same epochs and models: the matching-based results beside the trajectory ones.
 
-Writes ``results.json`` and ``results.md`` (table + config) in ``--out``.
+Settings: ``jaxdd/configs/mtt_fmnist.py``. Writes ``results.json`` and ``results.md`` (table + config) in
+``--out``.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 import time
@@ -46,34 +46,7 @@ from jaxdd.evaluate import random_real_baseline
 from jaxdd.experts import ExpertConfig, train_experts
 from jaxdd.models import create_network
 from jaxdd.prune import load_subset, save_subset, select_indices
-from jaxdd.utils.io import format_table, read_json, write_json, write_report
-
-
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", default="fashion_mnist")
-    p.add_argument("--arch", default="convnet-w32", help="network of experts, students and evaluation (default "
-                   "convnet-w32: a 2-core CPU cannot afford width 128 for the whole grid)")
-    p.add_argument("--train-size", type=int, default=5000, help="class-balanced random training subset")
-    p.add_argument("--experts", type=int, default=5)
-    p.add_argument("--epochs", type=int, default=5, help="epochs per expert")
-    p.add_argument("--ipc", type=int, nargs="+", default=[1, 10])
-    p.add_argument("--methods", nargs="+", default=["mtt", "datm"])
-    p.add_argument("--compare", nargs="*", default=["dm"], help="gradient/distribution matching methods run on the "
-                   "same subset and network for comparison (dc, dsa, dm; none: skip)")
-    p.add_argument("--sdc", type=float, default=0.02, help="SDC weight of the +SDC runs (0 skips them)")
-    p.add_argument("--iterations-ipc1", type=int, default=100)
-    p.add_argument("--iterations-ipc10", type=int, default=50)
-    p.add_argument("--syn-steps", type=int, default=None, help="student steps (default: the table's, 20)")
-    p.add_argument("--syn-steps-ipc10", type=int, default=10, help="student steps at IPC >= 10 (0: as --syn-steps)")
-    p.add_argument("--batch-syn-ipc10", type=int, default=50, help="student batch at IPC 10 (None = all 100)")
-    p.add_argument("--memory", default="unroll", help="memory mode (same gradient; unroll is fastest on a CPU)")
-    p.add_argument("--eval-epochs", type=int, default=300)
-    p.add_argument("--eval-models", type=int, default=3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/mtt")
-    p.add_argument("--buffer", default=None, help="expert buffer folder (default OUT/buffer; resumed if it exists)")
-    return p.parse_args(argv)
+from jaxdd.utils.io import format_table, read_json, write_report
 
 
 def subset(ds, out: Path, size: int, seed: int):
@@ -86,11 +59,14 @@ def subset(ds, out: Path, size: int, seed: int):
     return load_subset(ds, path), path
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def run(args) -> int:
+    """The experiment with the settings ``args`` (fields of ``jaxdd/configs/mtt_fmnist.py``)."""
+    from run import as_list, cached
+
+    args.ipc, args.methods, args.compare = as_list(args.ipc), as_list(args.methods), as_list(args.compare) or []
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    config = {"script": "experiments/mtt_fmnist.py", "argv": sys.argv[1:] if argv is None else argv, **vars(args)}
+    config = {"script": "experiments/mtt_fmnist.py", **vars(args)}
     t_start = time.time()
     ds = load_dataset(args.dataset)
     train, subset_path = subset(ds, out, args.train_size, args.seed)
@@ -104,7 +80,7 @@ def main(argv=None) -> int:
     real = RealData.from_dataset(train)
     results = []
 
-    def run(m, name: str, ipc: int, lam: float, iterations: int) -> None:
+    def run_one(m, name: str, ipc: int, lam: float, iterations: int) -> None:
         """Distil and evaluate one set (read back if ``out/runs/name`` finished with this config)."""
         run_dir = out / "runs" / name
         done = run_dir / "results.json"
@@ -133,18 +109,16 @@ def main(argv=None) -> int:
                 if ipc >= 10 and args.batch_syn_ipc10:
                     overrides["batch_syn"] = args.batch_syn_ipc10
                 m = build_method(method, net, buffer=str(buffer.path), **overrides)
-                run(m, f"{method}-ipc{ipc}" + (f"-sdc{lam:g}" if lam else ""), ipc, lam, iterations)
+                run_one(m, f"{method}-ipc{ipc}" + (f"-sdc{lam:g}" if lam else ""), ipc, lam, iterations)
         for method in args.compare:
-            run(build_method(method, net, ipc=ipc, iterations=iterations), f"{method}-ipc{ipc}", ipc, 0.0, iterations)
+            run_one(build_method(method, net, ipc=ipc, iterations=iterations), f"{method}-ipc{ipc}", ipc, 0.0,
+                    iterations)
         base_path = out / f"random_ipc{ipc}.json"
         settings = {"ipc": ipc, "epochs": args.eval_epochs, "models": args.eval_models, "seed": args.seed,
                     "subset": str(subset_path)}
-        if base_path.exists() and read_json(base_path)["settings"] == settings:
-            r = read_json(base_path)["result"]
-        else:
-            r = random_real_baseline(train, ipc, args.arch, "mtt", jax.random.fold_in(jax.random.key(args.seed), ipc),
-                                     args.eval_models, lr=0.01, epochs=args.eval_epochs)
-            write_json(base_path, {"settings": settings, "result": r})
+        r = cached(base_path, settings, lambda ipc=ipc: random_real_baseline(
+            train, ipc, args.arch, "mtt", jax.random.fold_in(jax.random.key(args.seed), ipc), args.eval_models,
+            lr=0.01, epochs=args.eval_epochs))
         results.append({"set": f"random-real-ipc{ipc}", "method": "random real", "ipc": ipc, "sdc": 0.0,
                         "iterations": 0, "preset": r["preset"], "lr": r["lr"], "mean": r["mean"], "std": r["std"],
                         "accs": r["accs"], "distill_seconds": 0.0})
@@ -162,4 +136,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from run import legacy_main
+
+    sys.exit(legacy_main("mtt_fmnist"))

@@ -8,8 +8,9 @@ Train the prior first (wall-clock time recorded in its prior.json), e.g.::
 then::
 
     python experiments/prior_fmnist.py --prior runs/priors/fashion_mnist --out runs/prior_fmnist
+    python experiments/run.py --config prior_fmnist --config.prior=runs/priors/fashion_mnist   # the same
 
-This trains a real-data classifier (``jaxdd.sample.classifier.train_classifier``, the shared SGD
+This trains a real-data classifier (``jaxdd.difficulty.classifier.train_classifier``, the shared SGD
 trainer) on a subset of the real training set, reports its accuracy on the real test set, then
 draws ``--per-class`` DDIM samples per class at each guidance scale and reports the classifier's
 accuracy on them (a proxy of sample quality: a sample counts when the classifier recognises its
@@ -19,7 +20,6 @@ guidance scale and prints the tables.
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -30,25 +30,20 @@ from jaxdd.data import load_dataset
 from jaxdd.generative import check_compatible, load_prior, to_dataset_space
 from jaxdd.generative.prior import num_params
 from jaxdd.generative.sampling import generate
-from jaxdd.sample.classifier import train_classifier
+from jaxdd.difficulty.classifier import train_classifier
 from jaxdd.train import TrainConfig, predict_logits
 from jaxdd.utils.images import save_class_grid
 from jaxdd.utils.io import format_table, write_json
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--prior", required=True)
-    p.add_argument("--dataset", default="fashion_mnist")
-    p.add_argument("--out", default="runs/prior_fmnist")
-    p.add_argument("--per-class", type=int, default=50)
-    p.add_argument("--steps", type=int, default=25, help="DDIM steps")
-    p.add_argument("--guidance", type=float, nargs="+", default=[1.0, 2.0, 4.0])
-    p.add_argument("--classifier-model", default="convnet-w32")
-    p.add_argument("--classifier-train", type=int, default=10000, help="real training images for the classifier")
-    p.add_argument("--classifier-epochs", type=int, default=5)
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args()
+def run(args) -> int:
+    """The experiment with the settings ``args`` (fields of ``jaxdd/configs/prior_fmnist.py``)."""
+    from run import as_list
+
+    if not args.prior:
+        raise SystemExit("prior_fmnist needs the diffusion prior: --config.prior=runs/priors/fashion_mnist "
+                         "(or --prior)")
+    args.guidance = as_list(args.guidance)
     out = Path(args.out)
 
     ds = load_dataset(args.dataset, progress=False)
@@ -94,7 +89,12 @@ def main() -> None:
                        "epochs": args.classifier_epochs, "seconds": clf_seconds, "real_test_acc": test_acc},
         "rows": rows, "per_class": class_rows})
     print(f"wrote {out}/results.json and samples_w*.png")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from run import legacy_main
+
+    sys.exit(legacy_main("prior_fmnist"))

@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 OUT=${1:-runs/robust}
 FULL_ACC=${2:-88.65}
 STEPS=${3:-readme,random,kcenter,herding}
-B="--models 2 --epochs 100"
+B="--num-models 2 --epochs 100"
 mkdir -p "$OUT"
 step() {  # run one command, logging it with the load average and wall seconds
   local t0 l0; t0=$(date +%s); l0=$(cut -d' ' -f1 /proc/loadavg)
@@ -27,7 +27,7 @@ if [[ $STEPS == *readme* ]]; then
   # the set under its own preset (dc-dsa)
   [[ -f "$OUT/readme_default/distilled/distilled.json" ]] ||
     step python3 -m jaxdd distill --out "$OUT/readme_default" --no-progress
-  step python3 -m jaxdd baseline --dataset embedded --ipc 1 --full --models 1 --epochs 2 --out "$OUT/embedded_full.json"
+  step python3 -m jaxdd baseline --dataset embedded --ipc 1 --full --num-models 1 --epochs 2 --out "$OUT/embedded_full.json"
   EMB_ACC=$(python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['results']; print([x for x in r if x['set']=='full'][0]['mean'])" "$OUT/embedded_full.json")
   step python3 -m jaxdd eval --distilled "$OUT/readme_default/distilled" --preset dc-dsa $B --metrics lrs,ars \
     --real-acc "$EMB_ACC" --out "$OUT/readme_default_robust.json"

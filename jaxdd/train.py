@@ -61,7 +61,10 @@ vmapped convolutions (grouped over models) several times slower than separate on
 
 **Mesh**: with ``mesh`` (``jaxdd.utils.mesh.data_mesh``) the state and the training images are
 replicated and every minibatch is split over the ``data`` axis; XLA inserts the gradient (and
-BatchNorm statistics) reductions, so results match one device up to summation order.
+BatchNorm statistics) reductions, so results match one device up to summation order. With
+``jaxdd.utils.mesh.models_mesh`` the M models are split over the ``models`` axis instead (M a
+multiple of its size; the vmapped ``scan``/``steps`` loops keep each model on its device) and
+the images are replicated: no cross-device reductions, the same numbers as one device.
 """
 
 from __future__ import annotations
@@ -75,7 +78,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxdd.models.network import Network, Variables
-from jaxdd.utils.mesh import DATA_AXIS, replicate, shard_batch
+from jaxdd.utils.mesh import DATA_AXIS, MODELS_AXIS, axis_size, place_models, replicate, shard_batch
 
 LAST_BATCH = ("short", "wrap", "drop")
 SCHEDULES = ("reference", "half", "constant")
@@ -274,7 +277,7 @@ class Trainer:
         m = keys.shape[0]
         state = TrainState(variables=variables, opt_state=jax.tree.map(jnp.zeros_like, variables["params"]),
                            step=jnp.zeros((m,), jnp.int32), epoch=jnp.zeros((m,), jnp.int32))
-        return replicate(state, self.mesh)
+        return place_models(state, self.mesh)
 
     # ------------------------------------------------------------------------------ single model
     def model_step(self, variables: Variables, buf: Any, xb: jax.Array, yb: jax.Array, key: jax.Array,
@@ -298,7 +301,12 @@ class Trainer:
 
     def _stacked_step(self, state: TrainState, xb: jax.Array, yb: jax.Array, keys: jax.Array,
                       base_lr: jax.Array) -> tuple[TrainState, dict]:
-        if self.mesh is not None and xb.shape[1] % self.mesh.size == 0:  # (M, B, ...): split the batch axis
+        d = axis_size(self.mesh, DATA_AXIS)
+        k = axis_size(self.mesh, MODELS_AXIS)
+        if k > 1 and xb.shape[0] % k == 0:  # (M, B, ...): each device the batches of its own models
+            spec = NamedSharding(self.mesh, P(MODELS_AXIS))
+            xb, yb = jax.lax.with_sharding_constraint(xb, spec), jax.lax.with_sharding_constraint(yb, spec)
+        elif d > 1 and xb.shape[1] % d == 0:  # (M, B, ...): split the batch axis
             spec = NamedSharding(self.mesh, P(None, DATA_AXIS))
             xb = jax.lax.with_sharding_constraint(xb, spec)
             yb = jax.lax.with_sharding_constraint(yb, spec)
@@ -314,9 +322,9 @@ class Trainer:
         xb, yb = self._check_data(xb, yb, batch_axes=2)
         if xb.shape[0] != m:
             raise ValueError(f"train_step needs one batch per model: {m} models, batches of shape {xb.shape}")
-        if self.mesh is not None and xb.shape[1] % self.mesh.size:
-            raise ValueError(f"batch size {xb.shape[1]} is not a multiple of the {self.mesh.size} devices in the "
-                             "mesh: choose a divisible batch size, or use mesh=None")
+        if xb.shape[1] % axis_size(self.mesh, DATA_AXIS):
+            raise ValueError(f"batch size {xb.shape[1]} is not a multiple of the {axis_size(self.mesh, DATA_AXIS)} "
+                             "devices in the mesh: choose a divisible batch size, or use mesh=None")
         keys = _as_keys(key, m)
         return _jit_step(self, state, xb, yb, keys, self._base_lr(lr, m))
 
@@ -341,7 +349,7 @@ class Trainer:
         if n < 1:
             raise ValueError("cannot train on an empty set: pass at least one image")
         b = min(self.config.batch_size, n)
-        if self.mesh is not None and b % self.mesh.size:
+        if b % axis_size(self.mesh, DATA_AXIS):
             raise ValueError(f"batch size {b} (min(batch_size, N={n})) is not a multiple of the {self.mesh.size} "
                              "devices in the mesh: choose batch_size (and N) divisible by it, or use mesh=None")
         steps = n // b if self.config.last_batch == "drop" else -(-n // b)
@@ -562,9 +570,9 @@ def predict_logits(net: Network, variables: Variables, x: Any, batch_size: int |
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     b = min(batch_size, n)
-    if mesh is not None:
-        b = -(-b // mesh.size) * mesh.size
-    variables = replicate(variables, mesh)
+    d = axis_size(mesh, DATA_AXIS)
+    b = -(-b // d) * d
+    variables = place_models(variables, mesh)
     m = jax.tree.leaves(variables)[0].shape[0]
     per_model = loop == "models" or (loop == "auto" and _on_cpu(mesh))
     groups = [jax.tree.map(lambda a: a[i:i + 1], variables) for i in range(m)] if per_model else [variables]

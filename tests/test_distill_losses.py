@@ -56,19 +56,16 @@ def test_zero_gradient_rows_have_finite_gradient():
     assert np.all(np.isfinite(np.asarray(g)))
 
 
-class _Linear:
-    """A stand-in Network whose embedding is a fixed linear map, for closed-form DM losses."""
+def _linear(w):
+    """A model whose embedding is a fixed linear map, for closed-form DM losses."""
+    from jaxdd.models.adapters import Model
 
-    def __init__(self, w):
-        self.w = w
-
-    def embed(self, variables, x, train=False):
-        return x.reshape(x.shape[0], -1) @ self.w
+    return Model(apply=lambda p, x: x.reshape(x.shape[0], -1) @ w, embed=lambda p, x: x.reshape(x.shape[0], -1) @ w)
 
 
 def test_dm_loss_on_known_embeddings():
     w = jnp.eye(2)
-    net = _Linear(w)
+    net = _linear(w)
     x_real = jnp.array([[[1.0, 0.0], [3.0, 0.0]], [[0.0, 2.0], [0.0, 4.0]]]).reshape(2, 2, 2, 1, 1)  # (C, n, ...)
     x_syn = jnp.array([[[0.0, 0.0]], [[0.0, 1.0]]]).reshape(2, 1, 2, 1, 1)
     # class means: (2, 0) and (0, 3); synthetic: (0, 0), (0, 1) -> 4 + 4

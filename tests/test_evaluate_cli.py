@@ -49,7 +49,7 @@ def test_eval_cli_cross_architecture(npz, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "convnet-d1-w4" in printed and "mlp" in printed
     res = json.loads(out.read_text())
-    assert res["config"]["command"] == "eval" and res["config"]["archs"] == "convnet-d1-w4,mlp"
+    assert res["config"]["command"] == "eval" and res["config"]["model"] == "convnet-d1-w4,mlp"
     assert [r["arch"] for r in res["results"]] == ["convnet-d1-w4", "mlp"]
     assert res["distilled"]["ipc"] == 2 and res["dataset"]["name"] == "tiny"
 

@@ -24,13 +24,14 @@ from jaxdd.data.dataset import DatasetError
 from jaxdd.data.distilled import DistilledSet
 from jaxdd.distill import RealData, build_method, distill
 from jaxdd.models import create_network
+from jaxdd.utils import checkpoint
 from jaxdd.utils.checkpoint import CheckpointError, Checkpointer, CheckpointSaveError
 from jaxdd.utils.io import OutputError, check_output
 
 ARCH = "mlp-w16"  # fast to compile
 REPO = Path(__file__).resolve().parents[1]
 # a tiny distillation: 2 iterations of DM on the 24-image tiny_npz, no evaluation
-TINY = ["--model", ARCH, "--iterations", "2", "--batch-real", "4", "--checkpoint-every", "1", "--eval-every", "0",
+TINY = ["--model", ARCH, "--iterations", "2", "--real-batch-size", "4", "--checkpoint-every", "1", "--eval-every", "0",
         "--no-eval", "--no-progress"]
 
 
@@ -106,7 +107,7 @@ def test_commands_refuse_an_unwritable_out_before_any_work(tmp_path, tiny_npz, d
         (["distill", "--dataset", tiny_npz, *TINY, "--out", str(a_file)], "is an existing file"),
         (["data", "info", "embedded", "--out", str(unwritable / "i.json")], "cannot write to"),
         (["data", "info", "embedded", "--out", str(a_file / "i.json")], "is a file, not a folder"),
-        (["eval", "--distilled", str(distilled_dir), "--archs", ARCH, "--out", str(unwritable / "e.json")],
+        (["eval", "--distilled", str(distilled_dir), "--model", ARCH, "--out", str(unwritable / "e.json")],
          "cannot write to"),
         (["baseline", "--dataset", tiny_npz, "--ipc", "1", "--out", str(unwritable / "b.json")], "cannot write to"),
         (["score", "--dataset", tiny_npz, "--out", str(unwritable / "s.npz")], "cannot write to"),
@@ -128,7 +129,7 @@ def test_eval_prints_the_table_when_writing_the_results_fails(tmp_path, distille
         return real_replace(src, dst, *a, **k)
 
     monkeypatch.setattr(os, "replace", full_disk)
-    argv = ["eval", "--distilled", str(distilled_dir), "--archs", ARCH, "--models", "1", "--epochs", "1",
+    argv = ["eval", "--distilled", str(distilled_dir), "--model", ARCH, "--num-models", "1", "--epochs", "1",
             "--out", str(out)]
     assert main(argv) == 1
     captured = capsys.readouterr()
@@ -359,7 +360,7 @@ def test_settings_are_validated_before_the_first_iteration(tmp_path, tiny_npz, d
     import jaxdd.evaluate
 
     monkeypatch.setattr(jaxdd.evaluate, "evaluate_distilled", lambda *a, **k: pytest.fail("trained"))
-    assert main(["eval", "--distilled", str(distilled_dir), "--archs", f"{ARCH},nosuchnet",
+    assert main(["eval", "--distilled", str(distilled_dir), "--model", f"{ARCH},nosuchnet",
                  "--out", str(tmp_path / "e.json")]) == 1
     assert "unknown model 'nosuchnet'" in _error_line(capsys)
 
@@ -420,7 +421,7 @@ def test_nan_pixels_are_refused_by_every_command_that_loads_data(tmp_path, capsy
                                            r"\(image 5\); fix or drop them"):
         load_dataset(path)
     for argv in (["data", "info", path],
-                 ["score", "--dataset", path, "--models", "1", "--epochs", "1", "--out", str(tmp_path / "s.npz")],
+                 ["score", "--dataset", path, "--num-models", "1", "--epochs", "1", "--out", str(tmp_path / "s.npz")],
                  ["baseline", "--dataset", path, "--ipc", "1", "--out", str(tmp_path / "b.json")],
                  ["distill", "--dataset", path, *TINY, "--out", str(tmp_path / "run")]):
         assert main(argv) == 1, argv
@@ -491,14 +492,18 @@ def test_failed_restores_leave_no_unraisable_event_loop_errors(tmp_path, monkeyp
 # ----------------------------------------------------------------------------- README claims
 
 def test_readme_claims_match_the_code(tmp_path, monkeypatch):
-    import jax
-
     readme = (REPO / "README.md").read_text()
     assert "apt-get update && apt-get install -y dataset-fashion-mnist" in readme  # a command a user can run
     assert "apt-get install -y -qq dataset-fashion-mnist" in (REPO / ".ci" / "run").read_text()  # the same package
-    # "the checkpointer refuses to save when jax.process_count() > 1"
-    assert "refuses\nto save when `jax.process_count() > 1`" in readme
+    # "a run can `--resume` with another process or device count when the global shapes match (a
+    # clear error names the leaf otherwise)": a checkpoint recorded as written by 2 processes x 4
+    # devices restores here when the shapes match, and a mismatch names both counts
+    assert "a run can `--resume` with\nanother process or device count when the global shapes match" in readme
     with Checkpointer(tmp_path) as ck:
-        with monkeypatch.context() as m, pytest.raises(ValueError, match="single-process runs only"):
-            m.setattr(jax, "process_count", lambda: 2)
-            ck.save(1, {"a": np.zeros(2)})
+        with monkeypatch.context() as m:
+            m.setattr(checkpoint, "_topology", lambda: (2, 4))
+            ck.save(1, {"a": np.arange(2.0)})
+        assert ck.describe(1)["leaves"][0]["shape"] == [2]
+        np.testing.assert_array_equal(ck.restore({"a": np.zeros(2)})[1]["a"], np.arange(2.0))
+        with pytest.raises(ValueError, match=r"saved by 2 process\(es\) with 4 device\(s\), this run has 1"):
+            ck.restore({"a": np.zeros(4)})

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from jaxdd.sample import dgs_select, random_select, target_counts
-from jaxdd.sample.classifier import DifficultyClassifier, train_classifier
+from jaxdd.difficulty.classifier import DifficultyClassifier, train_classifier
 from jaxdd.train import TrainConfig
 from test_sample_math import ref_objective, ref_transform_bounds
 

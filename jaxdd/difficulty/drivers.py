@@ -26,48 +26,32 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from jaxdd.difficulty import gradnorm, scores as S
+from jaxdd.difficulty import scores as S
+from jaxdd.difficulty.gradnorm import ModelLike
+from jaxdd.difficulty.registry import SCORES, check_score, get_score  # noqa: F401
+from jaxdd.models.adapters import bind
 from jaxdd.models.network import Network, Variables
+from jaxdd.utils.distributed import to_host
 from jaxdd.utils.mesh import replicate, shard_batch
 
-SCORES = ("grand", "grand-last", "el2n", "loss", "confidence", "misclass", "forgetting")
-DESCRIPTIONS = {
-    "grand": "GraNd: per-example gradient norm over all parameters",
-    "grand-last": "GraNd restricted to the last layer",
-    "el2n": "EL2N: ||softmax(z) - onehot(y)||",
-    "loss": "cross-entropy loss value",
-    "confidence": "1 - p(y|x)",
-    "misclass": "misclassification probability over the ensemble (SDC chi)",
-    "forgetting": "forgetting events during training (+inf = never learned)",
-}
 
-
-def check_score(score: str) -> str:
-    if score not in SCORES:
-        raise ValueError(f"unknown score {score!r}; choose one of {', '.join(SCORES)}")
-    return score
-
-
-def batch_scores(net: Network, variables: Variables, x: jax.Array, y: jax.Array, score: str,
+def batch_scores(net: ModelLike, variables: Variables, x: jax.Array, y: jax.Array, score: str,
                  method: str = "auto") -> jax.Array:
-    """Score one batch with one model (no model axis): (B,). ``score`` in :data:`SCORES` except
-    ``forgetting`` (which needs a training run). Pure and jittable."""
-    check_score(score)
-    if score == "grand":
-        return gradnorm.grad_norms(net, variables, x, y, method=method)
-    if score == "grand-last":
-        return gradnorm.grad_norms(net, variables, x, y, method=method, layers="last")
-    if score == "forgetting":
-        raise ValueError("the forgetting score counts events during training: use ensemble_scores "
-                         "(jaxdd score --score forgetting --epochs E), not a fixed model")
-    logits = net.logits(variables, x)
-    fn = {"el2n": S.el2n, "loss": S.loss_value, "confidence": S.confidence_difficulty,
-          "misclass": S.misclassified}[score]
-    return fn(logits, y)
+    """Score one batch with one model (no model axis): (B,). ``score`` a registered name
+    (:data:`SCORES`) other than the training-time ones (forgetting). ``net`` is a jaxdd
+    ``Network``, a ``Model`` or a plain ``apply_fn(params, x) -> logits``. Pure and jittable."""
+    entry = get_score(score)
+    if entry.inputs == "training":
+        raise ValueError(f"the {score} score counts events during training: use ensemble_scores "
+                         f"(jaxdd score --score {score} --epochs E), not a fixed model")
+    if entry.inputs == "model":
+        return entry.fn(net, variables, x, y, method)
+    bound = bind(net, variables)
+    return entry.fn(bound.apply(bound.params, x), y)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _score_batch_stacked(net: Network, score: str, method: str, variables: Variables, xb, yb):
+def _score_batch_stacked(net: ModelLike, score: str, method: str, variables: Variables, xb, yb):
     """(M, B) scores of M stacked models; models run one after another (``lax.map``) to keep
     the memory of one model's backward pass."""
     return jax.lax.map(lambda v: batch_scores(net, v, xb, yb, score, method), variables)
@@ -87,18 +71,22 @@ def is_stacked(net: Network, variables: Variables) -> bool:
                      "net.init's (with or without a leading model axis); pass the network they were made for")
 
 
-def _check_xy(net: Network, x, y) -> None:
-    if np.ndim(x) != 4 or tuple(np.shape(x)[1:]) != tuple(net.input_shape):
+def _check_xy(net: ModelLike, x, y) -> None:
+    if isinstance(net, Network) and (np.ndim(x) != 4 or tuple(np.shape(x)[1:]) != tuple(net.input_shape)):
         raise ValueError(f"images must have shape (N, {', '.join(map(str, net.input_shape))}) for network "
                          f"{net.name!r}, got {np.shape(x)}")
     if np.shape(y)[:1] != np.shape(x)[:1] or np.ndim(y) not in (1, 2):
         raise ValueError(f"need one label (or soft-label row) per image: images {np.shape(x)}, labels {np.shape(y)}")
 
 
-def score_models(net: Network, variables: Variables, x: Any, y: Any, score: str, *, batch_size: int = 256,
+def score_models(net: ModelLike, variables: Variables, x: Any, y: Any, score: str, *, batch_size: int = 256,
                  mesh: Mesh | None = None, method: str = "auto", progress: bool = True,
-                 desc: str | None = None) -> np.ndarray:
+                 desc: str | None = None, stacked: bool | None = None) -> np.ndarray:
     """Scores (M, N) of every example under each of M models (M = 1 for unstacked variables).
+
+    ``net``: a jaxdd ``Network`` (a leading model axis of ``variables`` is detected), or a
+    ``Model`` / plain ``apply_fn(params, x) -> logits`` (``variables`` its params; pass
+    ``stacked=True`` when they carry a leading model axis).
 
     ``x`` (N, H, W, C) and ``y`` (N,) or (N, C) stay on the host and are streamed in batches
     (the last one zero-padded so there is one compilation). With ``mesh`` the batch size is
@@ -109,7 +97,9 @@ def score_models(net: Network, variables: Variables, x: Any, y: Any, score: str,
     _check_xy(net, x, y)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if not is_stacked(net, variables):
+    if stacked is None:
+        stacked = is_stacked(net, variables) if isinstance(net, Network) else False
+    if not stacked:
         variables = jax.tree.map(lambda a: a[None], variables)
     n = int(np.shape(x)[0])
     b = min(batch_size, n)
@@ -125,7 +115,7 @@ def score_models(net: Network, variables: Variables, x: Any, y: Any, score: str,
             xb = np.concatenate([xb, np.zeros((b - k, *xb.shape[1:]), xb.dtype)])
             yb = np.concatenate([yb, np.zeros((b - k, *yb.shape[1:]), yb.dtype)])
         xb, yb = shard_batch((jnp.asarray(xb), jnp.asarray(yb)), mesh)
-        out.append(np.asarray(_score_batch_stacked(net, score, method, variables, xb, yb))[:, :k])
+        out.append(to_host(_score_batch_stacked(net, score, method, variables, xb, yb))[:, :k])
     return np.concatenate(out, axis=1)
 
 

@@ -17,11 +17,20 @@ output gradient ``g_i = ∂ℓ_i/∂y_i`` (Goodfellow, 2015; Rochette et al., 20
   affine's (trailing) feature axes: channels for GroupNorm/BatchNorm, and none for a LayerNorm whose
   affine spans (H, W, C) (``jaxdd.models.layers.Norm("layernorm")``).
 
+The recognised layers are jaxdd's own (:mod:`jaxdd.models.layers`) and the standard
+``flax.linen`` ``Dense``, ``Conv`` (2-D, any strides, ``SAME``/``VALID``/explicit padding; not
+dilated or grouped), ``GroupNorm``, ``LayerNorm`` and ``BatchNorm``; they are found with
+``nn.intercept_methods`` wherever the model's ``apply_fn`` calls them, and a layer's parameters
+are matched to the leaves of ``params`` by identity, so any ``apply_fn(params, x)`` that feeds its
+parameters to such layers unchanged takes the fast path.
+
 The squared contributions are summed over layers and square-rooted. A layer called several times
 (shared weights) sums its per-example gradients over calls before the norm. Parameters that no
 recognised layer owns (e.g. a ViT's position embedding) are handled exactly by ``vmap(grad)``
 restricted to those parameters, which adds one batched backward pass but no per-example copy of
-the rest of the model.
+the rest of the model; a :class:`FallbackWarning` naming those layers is issued once. A recognised
+layer's parameter must not also be read outside that layer's call (weight tying through another
+module), or its norm would miss that use.
 
 BatchNorm in training mode mixes the examples of a batch, so a per-example gradient is not
 defined. All functions here run networks in inference mode (``train=False``: BatchNorm uses its
@@ -30,27 +39,41 @@ batch statistics.
 
 The loss is the per-example cross-entropy ``ℓ_i`` (integer labels, or soft-label rows
 ``y ∈ R^{B×C}`` with soft cross-entropy); the gradient is that of ``ℓ_i``, not of the batch mean.
+The model is a jaxdd ``Network`` with its variables, a :class:`jaxdd.models.adapters.Model` or a
+plain ``apply_fn(params, x) -> logits`` with its params (:func:`jaxdd.models.adapters.bind`).
 Everything is a pure jittable function of ``(variables, x, y)`` (and differentiable w.r.t. ``x``,
 as SDC's gradient-norm penalty needs).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
-from typing import Callable, Sequence
+import warnings
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 
+from jaxdd.models.adapters import ApplyFn, Model, bind
 from jaxdd.models.layers import Conv, Dense
-from jaxdd.models.network import Network, Variables
+from jaxdd.models.network import Network
 
 CONV_METHODS = ("auto", "direct", "ghost")
 _NORM_TYPES = (nn.GroupNorm, nn.LayerNorm, nn.BatchNorm)
+_LAYER_TYPES = (Conv, Dense, nn.Conv, nn.Dense, *_NORM_TYPES)
+ModelLike = Network | Model | ApplyFn
+
+
+class FallbackWarning(UserWarning):
+    """Per-example gradient norms of some parameters use the slower ``vmap(grad)`` fallback."""
+
+
+_WARNED: set[tuple[str, ...]] = set()  # layer sets already warned about (once each per process)
 
 
 # --------------------------------------------------------------------------------------- losses
@@ -78,10 +101,48 @@ class _Call:
     """One recognised layer call seen in the forward pass (static description)."""
 
     key: str              # unique per call: "<module path>#<call index>"
-    path: tuple[str, ...]  # module path == path of its parameters in variables["params"]
+    path: tuple[str, ...]  # module path (within the outermost module applied)
     kind: str             # "conv", "dense" or "norm"
     params: tuple[str, ...]  # parameter names owned by the layer ("kernel", "bias", "scale")
-    config: tuple = ()    # conv: (kernel_size, strides, padding); norm: (number of trailing feature axes,)
+    config: tuple = ()    # conv: (kernel_size, strides, ((top, bottom), (left, right))); norm: (feature axes,)
+    leaves: tuple[int, ...] = ()  # index of each of ``params`` among the leaves of the model's params
+
+
+def _pairs(v, n: int, default: int) -> tuple[int, ...] | None:
+    """An int or a length-n sequence of ints as an n-tuple (None if it is neither)."""
+    v = default if v is None else v
+    if isinstance(v, int):
+        return (v,) * n
+    v = tuple(v)
+    return v if len(v) == n and all(isinstance(a, int) for a in v) else None
+
+
+def _conv_config(module, x, standard_op: bool) -> tuple | None:
+    """(kernel_size, strides, explicit pads) of a standard 2-D ``flax.linen`` / ``flax.nnx`` ``Conv``,
+    None for other variants (dilated, grouped, masked, circular/causal padding, custom convolution,
+    no batch axis)."""
+    ks = _pairs(module.kernel_size, 2, 0)
+    if (ks is None or x.ndim != 4 or not standard_op or module.feature_group_count != 1 or module.mask is not None
+            or _pairs(module.input_dilation, 2, 1) != (1, 1) or _pairs(module.kernel_dilation, 2, 1) != (1, 1)):
+        return None
+    strides = _pairs(module.strides, 2, 1)
+    pad = module.padding
+    if strides is None:
+        return None
+    if isinstance(pad, str):
+        if pad.upper() not in ("SAME", "VALID", "SAME_LOWER"):
+            return None
+        pads = tuple(tuple(p) for p in jax.lax.padtype_to_pads(x.shape[1:3], ks, strides, pad.upper()))
+    elif isinstance(pad, int):
+        pads = ((pad, pad), (pad, pad))
+    else:
+        pad = tuple(pad)
+        if len(pad) != 2:
+            return None
+        pads = tuple((p, p) if isinstance(p, int) else tuple(p) for p in pad)
+    if any(len(p) != 2 or min(p) < 0 for p in pads):
+        return None
+    return ks, strides, pads
 
 
 def _classify(module: nn.Module, args, kwargs):
@@ -91,8 +152,14 @@ def _classify(module: nn.Module, args, kwargs):
         extra = {f.name for f in dataclasses.fields(module)} - known
         if extra or not isinstance(module.padding, int):
             return None  # a Conv variant this code does not know: exact fallback instead
-        return "conv", (tuple(module.kernel_size), tuple(module.strides), int(module.padding))
-    if isinstance(module, Dense):
+        p = int(module.padding)
+        return "conv", (tuple(module.kernel_size), tuple(module.strides), ((p, p), (p, p)))
+    if type(module) is nn.Conv:
+        config = _conv_config(module, args[0], module.conv_general_dilated is None
+                              and module.conv_general_dilated_cls is None)
+        return None if config is None else ("conv", config)
+    if isinstance(module, Dense) or (type(module) is nn.Dense and module.dot_general is None
+                                     and module.dot_general_cls is None):
         return "dense", ()
     if isinstance(module, nn.BatchNorm):
         ura = nn.merge_param("use_running_average", module.use_running_average,
@@ -121,34 +188,84 @@ def _normalized_input(module: nn.Module, args, kwargs) -> jax.Array:
     return bare.apply(others, *args, **kwargs)
 
 
-def _traced_apply(net: Network, variables: Variables, x: jax.Array, perturb: dict | None):
-    """Inference-mode logits, with ``perturb[key]`` added to each recognised layer's output.
+def _nnx_classify(module, args):
+    """(kind, config) for a standard ``flax.nnx`` ``Linear`` / 2-D ``Conv`` call, else None."""
+    from flax import nnx
+
+    if type(module) is nnx.Linear:
+        return ("dense", ()) if module.dot_general is jax.lax.dot_general else None
+    if type(module) is nnx.Conv:
+        config = _conv_config(module, args[0], module.conv_general_dilated is jax.lax.conv_general_dilated)
+        return None if config is None else ("conv", config)
+    return None
+
+
+@contextlib.contextmanager
+def _nnx_layers(handler):
+    """While active, calls of ``flax.nnx`` ``Linear`` / ``Conv`` go through
+    ``handler(module, args, kwargs, call)`` (nnx has no method interception; the two classes'
+    ``__call__`` are wrapped for the duration of one trace and restored after)."""
+    try:
+        from flax import nnx
+    except ImportError:  # pragma: no cover - nnx ships with flax
+        yield
+        return
+    originals = {cls: cls.__dict__["__call__"] for cls in (nnx.Linear, nnx.Conv)}
+
+    def wrap(orig):
+        def __call__(self, *args, **kwargs):
+            return handler(self, args, kwargs, lambda *a, **k: orig(self, *a, **k))
+        return __call__
+
+    try:
+        for cls, orig in originals.items():
+            cls.__call__ = wrap(orig)
+        yield
+    finally:
+        for cls, orig in originals.items():
+            cls.__call__ = orig
+
+
+def _nnx_params(module) -> dict:
+    """{name: array} of an nnx layer's parameters (the arrays themselves, for identity matching)."""
+    out = {}
+    for name in ("kernel", "bias"):
+        var = getattr(module, name, None)
+        if var is not None:
+            out[name] = var.get_value() if hasattr(var, "get_value") else var.value
+    return out
+
+
+def _traced_apply(apply: ApplyFn, params: Any, x: jax.Array, perturb: dict | None):
+    """``apply(params, x)``, with ``perturb[key]`` added to each recognised layer's output.
 
     Returns ``(logits, calls, records, outputs)``: ``calls`` the static layer descriptions in call
     order, ``records[key]`` the layer input (conv/dense) or normalised input ``x̂`` (norm),
-    ``outputs[key]`` the layer output.
+    ``outputs[key]`` the layer output. A layer counts as recognised only when each of its
+    parameters is a leaf of ``params`` (matched by identity).
     """
     calls: list[_Call] = []
     records: dict[str, jax.Array] = {}
     outputs: dict[str, jax.Array] = {}
     counts: dict[tuple, int] = {}
     busy = [False]
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    leaf_index = {id(leaf): i for i, (_, leaf) in enumerate(flat)}
 
-    def interceptor(next_fun, args, kwargs, context):
-        module = context.module
-        if busy[0] or context.method_name != "__call__" or not isinstance(module, (Conv, Dense, *_NORM_TYPES)):
-            return next_fun(*args, **kwargs)
-        found = _classify(module, args, kwargs)
-        if found is None:
-            return next_fun(*args, **kwargs)
-        path = tuple(module.path)
+    def record(found, own: dict, path, args, kwargs, call, module=None):
+        """Run one layer call, recording it if recognised with parameters taken from ``params``."""
+        owned = tuple(sorted(own.keys()))
+        leaves = tuple(leaf_index.get(id(own[k]), -1) for k in owned)
+        if found is None or -1 in leaves:  # not a layer we know, or parameters not taken from params
+            return call(*args, **kwargs)
+        if path is None:  # nnx: the layer's place in params
+            path = _path_of(flat[leaves[0]][0])[:-1]
         n = counts.get(path, 0)
         counts[path] = n + 1
         key = "/".join(path) + f"#{n}"
-        out = next_fun(*args, **kwargs)
+        out = call(*args, **kwargs)
         kind, config = found
-        owned = tuple(sorted(module.variables.get("params", {}).keys()))
-        calls.append(_Call(key=key, path=path, kind=kind, params=owned, config=config))
+        calls.append(_Call(key=key, path=path, kind=kind, params=owned, config=config, leaves=leaves))
         if kind == "norm":
             busy[0] = True
             try:
@@ -162,26 +279,48 @@ def _traced_apply(net: Network, variables: Variables, x: jax.Array, perturb: dic
         outputs[key] = out
         return out
 
-    with nn.intercept_methods(interceptor):
-        logits = net.module.apply(variables, x, train=False)
+    def interceptor(next_fun, args, kwargs, context):
+        module = context.module
+        if busy[0] or context.method_name != "__call__" or not isinstance(module, _LAYER_TYPES):
+            return next_fun(*args, **kwargs)
+        found = _classify(module, args, kwargs)
+        return record(found, module.variables.get("params", {}) if found else {}, tuple(module.path), args, kwargs,
+                      next_fun, module)
+
+    def nnx_handler(module, args, kwargs, call):
+        found = _nnx_classify(module, args)
+        return record(found, _nnx_params(module) if found else {}, None, args, kwargs, call)
+
+    with nn.intercept_methods(interceptor), _nnx_layers(nnx_handler):
+        logits = apply(params, x)
     return logits, calls, records, outputs
 
 
-def layer_calls(net: Network, variables: Variables, x: jax.Array) -> list[_Call]:
-    """The recognised layer calls of ``net`` on inputs shaped like ``x`` (in call order)."""
-    return _discover(net, variables, x)[0]
+def layer_calls(model: ModelLike, variables: Any, x: jax.Array) -> list[_Call]:
+    """The recognised layer calls of ``model`` on inputs shaped like ``x`` (in call order)."""
+    b = bind(model, variables)
+    return _discover(b.apply, b.params, x)[0]
 
 
-def _discover(net: Network, variables: Variables, x: jax.Array):
+def fallback_layers(model: ModelLike, variables: Any, x: jax.Array) -> tuple[str, ...]:
+    """Names of the layers whose parameters no recognised layer owns: their per-example norms go
+    through ``vmap(grad)`` (empty: the whole model takes the fast path)."""
+    b = bind(model, variables)
+    calls, _ = _discover(b.apply, b.params, x)
+    covered = {i for c in calls for i in c.leaves}
+    return _layer_names([p for i, p in enumerate(_param_paths(b.params)) if i not in covered])
+
+
+def _discover(apply: ApplyFn, params: Any, x: jax.Array):
     """(calls, {key: ShapeDtypeStruct of the layer output}) without running the network."""
     holder = {}
 
-    def run(v, xx):
-        _, calls, _, outputs = _traced_apply(net, v, xx, None)
+    def run(p, xx):
+        _, calls, _, outputs = _traced_apply(apply, p, xx, None)
         holder["calls"] = calls
         return outputs
 
-    shapes = jax.eval_shape(run, variables, x)
+    shapes = jax.eval_shape(run, params, x)
     return holder["calls"], shapes
 
 
@@ -201,9 +340,10 @@ def _conv_costs(a_shape, g_shape, kernel_size) -> tuple[float, float]:
 
 
 def _conv_shifted_inputs(a: jax.Array, kernel_size, strides, padding, out_hw):
-    """For each kernel offset (dy, dx): the input pixels it multiplies, shaped like the output."""
+    """For each kernel offset (dy, dx): the input pixels it multiplies, shaped like the output.
+    ``padding`` is ((top, bottom), (left, right))."""
     (kh, kw), (sh, sw), (ho, wo) = kernel_size, strides, out_hw
-    ap = jnp.pad(a, ((0, 0), (padding, padding), (padding, padding), (0, 0))) if padding else a
+    ap = jnp.pad(a, ((0, 0), *padding, (0, 0))) if any(map(any, padding)) else a
     for dy in range(kh):
         for dx in range(kw):
             yield jax.lax.slice(ap, (0, dy, dx, 0), (ap.shape[0], dy + sh * (ho - 1) + 1,
@@ -279,34 +419,36 @@ def _rows(v: jax.Array, batch: int, feature_axes: int = 1) -> jax.Array:
     return v.reshape(batch, -1, math.prod(v.shape[v.ndim - feature_axes:]))
 
 
-def _layer_sq_norms(calls: Sequence[_Call], records, grads, method, batch: int) -> dict[tuple[str, ...], jax.Array]:
+def _layer_sq_norms(calls: Sequence[_Call], records, grads, method, batch: int) -> dict[int, jax.Array]:
     """Per-example squared gradient norm of every parameter owned by a recognised layer.
 
-    Keys are full parameter paths (module path + parameter name)."""
-    by_path: dict[tuple, list[_Call]] = {}
+    Keys are the parameters' indices among the leaves of the model's params. Calls of the same
+    parameters (a layer called several times) are grouped."""
+    by_leaves: dict[tuple, list[_Call]] = {}
     for c in calls:
-        by_path.setdefault(c.path, []).append(c)
+        by_leaves.setdefault(c.leaves, []).append(c)
     hp = jax.lax.Precision.HIGHEST
-    out: dict[tuple[str, ...], jax.Array] = {}
-    for path, group in by_path.items():
+    out: dict[int, jax.Array] = {}
+    for group in by_leaves.values():
         c0 = group[0]
+        leaf = dict(zip(c0.params, c0.leaves))
         gs = [grads[c.key] for c in group]
         rs = [records[c.key] for c in group]
         feat = c0.config[0] if c0.kind == "norm" else 1
-        if "bias" in c0.params:
-            out[path + ("bias",)] = _sq(sum(_rows(g, batch, feat).sum(1) for g in gs))
+        if "bias" in leaf:
+            out[leaf["bias"]] = _sq(sum(_rows(g, batch, feat).sum(1) for g in gs))
         if c0.kind == "norm":
-            if "scale" in c0.params:
-                out[path + ("scale",)] = _sq(sum(_rows(g * r, batch, feat).sum(1) for g, r in zip(gs, rs)))
+            if "scale" in leaf:
+                out[leaf["scale"]] = _sq(sum(_rows(g * r, batch, feat).sum(1) for g, r in zip(gs, rs)))
             continue
-        if "kernel" not in c0.params:
+        if "kernel" not in leaf:
             continue
         if len(group) == 1 and (c0.kind == "dense" or rs[0].shape[0] == batch):
             # the common case: choose the cheapest exact form
             if c0.kind == "conv":
-                out[path + ("kernel",)] = _conv_weight_sq(rs[0], gs[0], *c0.config, method)
+                out[leaf["kernel"]] = _conv_weight_sq(rs[0], gs[0], *c0.config, method)
             else:
-                out[path + ("kernel",)] = _dense_weight_sq(_rows(rs[0], batch), _rows(gs[0], batch), method)
+                out[leaf["kernel"]] = _dense_weight_sq(_rows(rs[0], batch), _rows(gs[0], batch), method)
             continue
         # shared weights or k rows per example: per-example gradients summed, then the norm
         total = 0.0
@@ -316,50 +458,67 @@ def _layer_sq_norms(calls: Sequence[_Call], records, grads, method, batch: int) 
                 total = total + w.reshape(batch, -1, *w.shape[1:]).sum(1)
             else:
                 total = total + jnp.einsum("bpk,bpo->bko", _rows(r, batch), _rows(g, batch), precision=hp)
-        out[path + ("kernel",)] = _sq(total)
+        out[leaf["kernel"]] = _sq(total)
     return out
 
 
 # ------------------------------------------------------------------------------- public API
 
+def _key_name(k) -> str:
+    return str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
+
+
+def _path_of(kp) -> tuple[str, ...]:
+    """A pytree key path as strings (an nnx ``Variable``'s trailing ``value`` attribute dropped)."""
+    path = tuple(_key_name(k) for k in kp)
+    return path[:-1] if len(path) > 1 and path[-1] == "value" and hasattr(kp[-1], "name") else path
+
+
 def _param_paths(params) -> list[tuple[str, ...]]:
-    flat = jax.tree_util.tree_flatten_with_path(params)[0]
-    return [tuple(str(getattr(k, "key", k)) for k in kp) for kp, _ in flat]
+    """The path of every leaf of ``params`` as strings."""
+    return [_path_of(kp) for kp, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
 
 
-def _get(tree, path):
-    for k in path:
-        tree = tree[k]
-    return tree
+def _layer_names(paths: Sequence[tuple[str, ...]]) -> tuple[str, ...]:
+    """Layer names (parameter paths without the parameter name), in order, without repeats."""
+    return tuple(dict.fromkeys("/".join(p[:-1]) or "/".join(p) for p in paths))
 
 
-def _set(tree, path, value):
-    if not path:
-        return value
-    return {**tree, path[0]: _set(tree[path[0]], path[1:], value)}
-
-
-def _fallback_sq(net: Network, variables: Variables, x, y, paths) -> jax.Array:
-    """Exact per-example squared norms for parameters no recognised layer owns (vmap(grad))."""
-    sub = [_get(variables["params"], p) for p in paths]
+def _fallback_sq(apply: ApplyFn, params: Any, x, y, indices: Sequence[int]) -> jax.Array:
+    """Exact per-example squared norms for the leaves ``indices`` of ``params`` (vmap(grad))."""
+    leaves, treedef = jax.tree.flatten(params)
+    sub = [leaves[i] for i in indices]
 
     def loss_one(sub_vals, xi, yi):
-        params = variables["params"]
-        for p, v in zip(paths, sub_vals):
-            params = _set(params, p, v)
-        return per_example_loss(net.logits({**variables, "params": params}, xi[None]), yi[None])[0]
+        new = list(leaves)
+        for i, v in zip(indices, sub_vals):
+            new[i] = v
+        return per_example_loss(apply(jax.tree.unflatten(treedef, new), xi[None]), yi[None])[0]
 
     grads = jax.vmap(jax.grad(loss_one), in_axes=(None, 0, 0))(sub, x, y)
     return sum(_sq(g) for g in grads)
 
 
-def grad_sq_norms_by_param(net: Network, variables: Variables, x: jax.Array, y: jax.Array, *,
+def _warn_fallback(names: tuple[str, ...]) -> None:
+    if names in _WARNED:
+        return
+    _WARNED.add(names)
+    warnings.warn(f"per-example gradient norms: the parameters of {', '.join(names)} belong to no Dense / Conv / "
+                  "GroupNorm / LayerNorm / BatchNorm layer the fast path recognises (or are used outside it); "
+                  "they are computed exactly with the slower vmap(grad). Build them from standard flax.linen "
+                  "layers to take the fast path.", FallbackWarning, stacklevel=3)
+
+
+def grad_sq_norms_by_param(model: ModelLike, variables: Any, x: jax.Array, y: jax.Array, *,
                            method: str = "auto", layers: str | Sequence[str] = "all",
                            chunk_size: int | None = None) -> dict[str, jax.Array]:
     """Per-example squared gradient norms ``||∂ℓ_i/∂θ_k||²`` for each parameter ``θ_k``.
 
-    Returns ``{"module/path/param": (B,) array}``. ``layers="all"`` covers every parameter
-    (unrecognised ones through the exact ``vmap(grad)`` fallback); ``"last"`` only the last
+    ``model``: a jaxdd ``Network`` (``variables`` its variables), a ``Model`` or a plain
+    ``apply_fn(params, x) -> logits`` (``variables`` its params). Returns
+    ``{"module/path/param": (B,) array}``. ``layers="all"`` covers every parameter
+    (unrecognised ones through the exact ``vmap(grad)`` fallback, in the entry ``"<other>"``, with
+    a :class:`FallbackWarning` naming their layers once); ``"last"`` only the last
     Conv/Dense layer called in the forward pass (the classifier); a list of module paths
     (``"convs_0"``, ``"classifier"``) restricts to those layers. ``method`` picks the conv /
     sequence-dense form: ``"direct"``, ``"ghost"`` (Gram) or ``"auto"`` (fewer multiply-adds).
@@ -374,13 +533,16 @@ def grad_sq_norms_by_param(net: Network, variables: Variables, x: jax.Array, y: 
         if not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
         if x.shape[0] > chunk_size:
-            fn = functools.partial(grad_sq_norms_by_param, net, variables, method=method, layers=layers)
+            fn = functools.partial(grad_sq_norms_by_param, model, variables, method=method, layers=layers)
             return _chunked(fn, x, y, chunk_size)
-    calls, shapes = _discover(net, variables, x)
+    bound = bind(model, variables)
+    apply, params = bound.apply, bound.params
+    name = model.name if isinstance(model, (Network, Model)) else "the model"
+    calls, shapes = _discover(apply, params, x)
     if isinstance(layers, str) and layers == "last":
         weighted = [c for c in calls if c.kind in ("conv", "dense")]
         if not weighted:
-            raise ValueError(f"{net.name} has no Conv/Dense layer to call the last layer")
+            raise ValueError(f"{name} has no Conv/Dense layer to call the last layer")
         chosen = {weighted[-1].path}
     elif isinstance(layers, str) and layers == "all":
         chosen = None
@@ -390,26 +552,26 @@ def grad_sq_norms_by_param(net: Network, variables: Variables, x: jax.Array, y: 
         missing = wanted - known
         if missing:
             raise ValueError(f"layers {sorted('/'.join(m) for m in missing)} are not recognised layers of "
-                             f"{net.name}; choose from {sorted('/'.join(k) for k in known)}")
+                             f"{name}; choose from {sorted('/'.join(k) for k in known)}")
         chosen = wanted
     used = [c for c in calls if chosen is None or c.path in chosen]
     keys = {c.key for c in used}
 
     def loss_sum(perturb):
-        logits, _, records, _ = _traced_apply(net, variables, x, {**zeros_all, **perturb})
+        logits, _, records, _ = _traced_apply(apply, params, x, {**zeros_all, **perturb})
         return per_example_loss(logits, y).sum(), records
 
     zeros_all = {k: jnp.zeros(s.shape, s.dtype) for k, s in shapes.items()}
     wrt = {k: zeros_all[k] for k in keys}
     grads, records = jax.grad(loss_sum, has_aux=True)(wrt)
     sq = _layer_sq_norms(used, records, grads, method, x.shape[0])
-    out = {"/".join(k): v for k, v in sq.items()}
+    paths = _param_paths(params)
+    out = {"/".join(paths[i]): v for i, v in sq.items()}
     if chosen is None:
-        covered = set(sq)
-        rest = [p for p in _param_paths(variables["params"]) if p not in covered]
+        rest = [i for i in range(len(paths)) if i not in sq]
         if rest:
-            total = _fallback_sq(net, variables, x, y, rest)
-            out["<other>"] = total
+            _warn_fallback(_layer_names([paths[i] for i in rest]))
+            out["<other>"] = _fallback_sq(apply, params, x, y, rest)
     return out
 
 
@@ -431,7 +593,7 @@ def _chunked(fn: Callable, x: jax.Array, y: jax.Array, chunk: int):
     return jax.tree.map(lambda v: v.swapaxes(0, 1).reshape(n * chunk)[:b], out)
 
 
-def grad_norms(net: Network, variables: Variables, x: jax.Array, y: jax.Array, *,
+def grad_norms(model: ModelLike, variables: Any, x: jax.Array, y: jax.Array, *,
                method: str = "auto", layers: str | Sequence[str] = "all",
                chunk_size: int | None = None) -> jax.Array:
     """Exact per-example gradient norms ``||∇_θ ℓ(f_θ(x_i), y_i)||₂`` (GraNd), shape (B,).
@@ -440,33 +602,31 @@ def grad_norms(net: Network, variables: Variables, x: jax.Array, y: jax.Array, *
     ``layers="last"`` gives the cheap last-layer GraNd variant (methods.md §1); ``chunk_size``
     see :func:`grad_sq_norms_by_param`.
     """
-    sq = grad_sq_norms_by_param(net, variables, x, y, method=method, layers=layers, chunk_size=chunk_size)
+    sq = grad_sq_norms_by_param(model, variables, x, y, method=method, layers=layers, chunk_size=chunk_size)
     return jnp.sqrt(sum(sq.values()))
 
 
-def last_layer_grad_norms(net: Network, variables: Variables, x: jax.Array, y: jax.Array) -> jax.Array:
+def last_layer_grad_norms(model: ModelLike, variables: Any, x: jax.Array, y: jax.Array) -> jax.Array:
     """Norm of the gradient w.r.t. the last layer only: for a Dense classifier on features φ,
     ``||[∂ℓ/∂z, φ ⊗ ∂ℓ/∂z]|| = ||p − y||·sqrt(1 + ||φ||²)`` (Paul et al., 2021)."""
-    return grad_norms(net, variables, x, y, layers="last")
+    return grad_norms(model, variables, x, y, layers="last")
 
 
-def grand_reference(net: Network, variables: Variables, x: jax.Array, y: jax.Array,
+def grand_reference(model: ModelLike, variables: Any, x: jax.Array, y: jax.Array,
                     param_filter: Callable[[tuple[str, ...]], bool] | None = None) -> jax.Array:
     """Reference implementation: ``vmap(grad)`` materialising every per-example gradient.
 
     ``param_filter(path) -> bool`` restricts the norm to some parameters (e.g. the last layer).
     """
     _check_batch(x, y)
+    bound = bind(model, variables)
 
     def loss_one(params, xi, yi):
-        logits = net.logits({**variables, "params": params}, xi[None])
-        return per_example_loss(logits, yi[None])[0]
+        return per_example_loss(bound.apply(params, xi[None]), yi[None])[0]
 
-    grads = jax.vmap(jax.grad(loss_one), in_axes=(None, 0, 0))(variables["params"], x, y)
-    flat = jax.tree_util.tree_flatten_with_path(grads)[0]
+    grads = jax.vmap(jax.grad(loss_one), in_axes=(None, 0, 0))(bound.params, x, y)
     total = 0.0
-    for kp, g in flat:
-        path = tuple(str(getattr(k, "key", k)) for k in kp)
+    for path, g in zip(_param_paths(grads), jax.tree.leaves(grads)):
         if param_filter is None or param_filter(path):
             total = total + _sq(g)
     return jnp.sqrt(total)

@@ -1,8 +1,9 @@
 """Dataset distillation: matching losses, SDC, methods as ``init``/``update`` pairs, the driver.
 
-Losses (``jaxdd.distill.losses``, pure and jittable, usable from your own code):
-``gradient_distance`` / ``gradient_match_loss`` (DC), ``distribution_match_loss`` (DM),
-``sdc_penalty`` and ``per_example_grad_norms`` (SDC), ``difficulty_weights``.
+Losses (``jaxdd.distill.losses``, pure and jittable, usable from your own code with a jaxdd
+``Network`` or any ``apply_fn(params, x)`` / ``embed_fn``): ``gradient_distance`` /
+``gradient_match_loss`` (DC), ``distribution_match_loss`` (DM); SDC's ``sdc_penalty`` and
+``difficulty_weights`` come from ``jaxdd.difficulty``.
 
 Running a method: ``jaxdd distill --method NAME ...`` on the command line, or in Python::
 
@@ -54,8 +55,8 @@ Register the method so ``jaxdd distill --method NAME`` and ``build_method`` find
         return MTT(network, config, mesh)
 
 and import its module in this file (below) so registration runs on ``import jaxdd.distill``.
-CLI flags ``--ipc``, ``--iterations``, ``--sdc``, ``--init``, ``--lr-img``, ``--batch-real``
-map to config fields of the same name when the config has them; any other field is set with
+CLI flags ``--ipc``, ``--iterations``, ``--sdc``, ``--init``, ``--lr-img`` (and ``--real-batch-size``
+for ``batch_real``) map to config fields of that name when the config has them; any other field is set with
 ``--set FIELD=VALUE`` (parsed as JSON, else as a string).
 """
 

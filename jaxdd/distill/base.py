@@ -210,7 +210,7 @@ def choose_class_batch(estimate: Callable[[int, int | None], int | None], num_cl
     raise MemoryPlanError(
         f"one class of the matching step needs about {m / 2**30:.2f} GiB (real batch {batch} in chunks of {chunk}) "
         f"but only {budget / 2**30:.2f} GiB may be used ({MEMORY_FRACTION:.0%} of the available memory); free "
-        "memory, lower the real batch (--batch-real) or the IPC, or set --class-batch to force a class batch "
+        "memory, lower the real batch (--real-batch-size) or the IPC, or set --class-batch to force a class batch "
         "without this check")
 
 

@@ -1,4 +1,10 @@
-"""Matching losses and the SDC penalty: pure, jittable functions over a :class:`~jaxdd.models.Network`.
+"""Matching losses: pure, jittable functions of a model and its parameters.
+
+The model is a jaxdd :class:`~jaxdd.models.Network` with its variables (differentiated w.r.t.
+``variables["params"]``), a :class:`jaxdd.models.adapters.Model` or a plain
+``apply_fn(params, x) -> logits`` with its params (DM needs features: ``embed_fn(params, x)``);
+see :func:`jaxdd.models.adapters.bind`. The SDC penalty and difficulty weights live in
+:mod:`jaxdd.difficulty` (re-exported here).
 
 Batched losses take the real and synthetic images of several classes at once as
 ``(C, n, H, W, Ch)`` / ``(C, m, H, W, Ch)`` arrays (``C`` classes, row ``c`` holds class
@@ -9,9 +15,7 @@ synthetic images.
 Sources: gradient matching and its per-output-channel distance, Zhao, Mopuri & Bilen, "Dataset
 Condensation with Gradient Matching" (ICLR 2021, ``match_loss`` / ``distance_wb`` of the authors'
 code); distribution matching, Zhao & Bilen, "Dataset Condensation with Distribution Matching"
-(WACV 2023); SDC (sample difficulty correction), Wang et al., "Not All Samples Should Be Utilized
-Equally: Towards Understanding and Improving Dataset Distillation" (2024), spec section 4:
-``L_match + λ · mean_i ‖∇_θ ℓ(f_θ(x̃_i), ỹ_i)‖₂``.
+(WACV 2023).
 """
 
 from __future__ import annotations
@@ -21,11 +25,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxdd.difficulty import grad_norms, per_example_loss
-from jaxdd.models import Network, Variables
+from jaxdd.difficulty import per_example_loss
+from jaxdd.difficulty.gradnorm import ModelLike
+from jaxdd.difficulty.sdc import SDC_MODES, per_example_grad_norms, safe_norm, sdc_penalty  # noqa: F401
+from jaxdd.difficulty.weights import difficulty_weights  # noqa: F401
+from jaxdd.models import Network
+from jaxdd.models.adapters import ApplyFn, bind, require_embed
 
 METRICS = ("ours", "mse", "cos")
-SDC_MODES = ("mean", "batch")
 EPS = 1e-6  # the reference code's epsilon in the cosine denominators
 
 
@@ -33,13 +40,6 @@ def _check_metric(metric: str) -> None:
     if metric not in METRICS:
         raise ValueError(f"unknown gradient-matching metric {metric!r}; choose one of {METRICS} "
                          "('ours' = the reference per-output-channel 1 - cos)")
-
-
-def safe_norm(x: jax.Array, axis=None) -> jax.Array:
-    """Euclidean norm whose gradient at 0 is 0 (not NaN), like ``torch.norm``."""
-    ss = jnp.sum(jnp.square(x), axis=axis)
-    pos = ss > 0
-    return jnp.where(pos, jnp.sqrt(jnp.where(pos, ss, 1.0)), 0.0)
 
 
 def _channel_rows(g: jax.Array) -> jax.Array:
@@ -82,14 +82,14 @@ def gradient_distance(g_syn: Any, g_real: Any, metric: str = "ours") -> jax.Arra
     return 1.0 - jnp.sum(vs * vr) / (safe_norm(vs) * safe_norm(vr) + EPS)
 
 
-def cross_entropy(net: Network, params: Any, variables: Variables, x: jax.Array, y: jax.Array,
+def cross_entropy(net: ModelLike, params: Any, variables: Any, x: jax.Array, y: jax.Array,
                   weights: jax.Array | None = None) -> jax.Array:
     """(Weighted) mean cross-entropy of ``net`` with ``params`` in inference mode.
 
     ``weights`` (n,) give ``Σ w_i ℓ_i / Σ w_i``; other collections (BatchNorm statistics) are
-    taken from ``variables`` unchanged.
+    taken from ``variables`` unchanged (for a plain ``apply_fn`` only ``params`` is used).
     """
-    losses = per_example_loss(net.logits({**variables, "params": params}, x), y)
+    losses = per_example_loss(bind(net, variables).apply(params, x), y)
     if weights is None:
         return jnp.mean(losses)
     return jnp.sum(weights * losses) / jnp.sum(weights)
@@ -110,7 +110,7 @@ def chunked_sum(fn, xs: Any, chunk: int) -> Any:
     return total
 
 
-def real_gradient(net: Network, variables: Variables, x: jax.Array, y: jax.Array,
+def real_gradient(net: ModelLike, variables: Any, x: jax.Array, y: jax.Array,
                   weights: jax.Array | None = None, chunk: int | None = None) -> Any:
     """``∇_θ`` of the (weighted) mean cross-entropy of a real batch, as a constant (``stop_gradient``).
 
@@ -118,7 +118,8 @@ def real_gradient(net: Network, variables: Variables, x: jax.Array, y: jax.Array
     is accumulated: ``Σ_j ∇_θ Σ_{i∈j} w_i ℓ_i / Σ_i w_i`` (``w = 1`` without weights), the same
     gradient up to float summation order with the activations of one chunk in memory.
     """
-    params = variables["params"]
+    bound = bind(net, variables)
+    params = bound.params
     x = jax.lax.stop_gradient(x)
     if chunk is None or chunk >= x.shape[0]:
         g = jax.grad(cross_entropy, argnums=1)(net, params, variables, x, y, weights)
@@ -127,15 +128,14 @@ def real_gradient(net: Network, variables: Variables, x: jax.Array, y: jax.Array
 
         def part(batch):
             xc, yc, wc = batch
-            return jax.grad(lambda p: jnp.sum(wc * per_example_loss(net.logits({**variables, "params": p}, xc),
-                                                                    yc)))(params)
+            return jax.grad(lambda p: jnp.sum(wc * per_example_loss(bound.apply(p, xc), yc)))(params)
 
         total = jnp.sum(w)
         g = jax.tree.map(lambda a: a / total, chunked_sum(part, (x, y, w), chunk))
     return jax.lax.stop_gradient(g)
 
 
-def class_gradient_match_loss(net: Network, variables: Variables, x_real: jax.Array, y_real: jax.Array,
+def class_gradient_match_loss(net: ModelLike, variables: Any, x_real: jax.Array, y_real: jax.Array,
                               x_syn: jax.Array, y_syn: jax.Array, metric: str = "ours",
                               real_weights: jax.Array | None = None, real_chunk: int | None = None) -> jax.Array:
     """Gradient-matching loss of one class (DC): ``D(∇_θ ℓ(S_c), ∇_θ ℓ(T_c))``.
@@ -144,7 +144,7 @@ def class_gradient_match_loss(net: Network, variables: Variables, x_real: jax.Ar
     ``real_chunk`` accumulates the real gradient over chunks of that many images
     (:func:`real_gradient`).
     """
-    params = variables["params"]
+    params = bind(net, variables).params
     g_real = real_gradient(net, variables, x_real, y_real, real_weights, real_chunk)
     g_syn = jax.grad(cross_entropy, argnums=1)(net, params, variables, x_syn, y_syn)
     return gradient_distance(g_syn, g_real, metric)
@@ -162,7 +162,7 @@ def _check_batched(x_real: jax.Array, x_syn: jax.Array, real_weights) -> None:
         raise ValueError(f"real_weights must have shape (C, n) = {x_real.shape[:2]}, got {real_weights.shape}")
 
 
-def gradient_match_loss(net: Network, variables: Variables, x_real: jax.Array, x_syn: jax.Array,
+def gradient_match_loss(net: ModelLike, variables: Any, x_real: jax.Array, x_syn: jax.Array,
                         metric: str = "ours", real_weights: jax.Array | None = None,
                         classes: jax.Array | None = None, class_batch: int | None = None,
                         real_chunk: int | None = None) -> jax.Array:
@@ -194,10 +194,11 @@ def weighted_mean(f: jax.Array, weights: jax.Array | None) -> jax.Array:
     return jnp.sum(weights[..., None] * f, axis=-2) / jnp.sum(weights, axis=-1)[..., None]
 
 
-def distribution_match_loss(net: Network, variables: Variables, x_real: jax.Array, x_syn: jax.Array,
+def distribution_match_loss(net: ModelLike, variables: Any, x_real: jax.Array, x_syn: jax.Array,
                             real_weights: jax.Array | None = None, train: bool = True,
-                            real_chunk: int | None = None) -> jax.Array:
-    """DM: ``Σ_c ‖mean_w φ(T_c) - mean φ(S_c)‖²`` on ``net.embed`` features.
+                            real_chunk: int | None = None, *, embed_fn: ApplyFn | None = None) -> jax.Array:
+    """DM: ``Σ_c ‖mean_w φ(T_c) - mean φ(S_c)‖²`` on the features φ of the model's ``embed``
+    (``net.embed`` of a jaxdd ``Network``; ``embed_fn(params, x)`` with a plain ``apply_fn``).
 
     ``x_real`` (C, n, ...), ``x_syn`` (C, m, ...). With ``real_weights`` (C, n) the real class
     mean is ``Σ w_i φ(x_i) / Σ w_i`` (difficulty-weighted class means). All classes go through
@@ -205,86 +206,19 @@ def distribution_match_loss(net: Network, variables: Variables, x_real: jax.Arra
     uses the statistics of the whole real / synthetic batch). ``real_chunk`` embeds the real
     images that many at a time (``lax.map``; they need no gradient): the same features with less
     memory and, on CPU, faster convolutions; ignored for BatchNorm networks, whose statistics
-    span the whole batch.
+    span the whole batch (a plain ``embed_fn`` must treat images independently to use it).
+    ``train`` matters for a jaxdd ``Network`` only.
     """
     _check_batched(x_real, x_syn, real_weights)
+    bound = bind(net, variables, embed_fn=embed_fn, train=train)
+    embed, params = require_embed(bound, "the distribution-matching loss"), bound.params
     c, n, m = x_real.shape[0], x_real.shape[1], x_syn.shape[1]
     flat = jax.lax.stop_gradient(x_real.reshape(c * n, *x_real.shape[2:]))
-    if real_chunk is None or real_chunk >= c * n or "batch_stats" in variables:
-        f_real = net.embed(variables, flat, train=train)
+    if real_chunk is None or real_chunk >= c * n or (isinstance(net, Network) and "batch_stats" in variables):
+        f_real = embed(params, flat)
     else:
-        f_real = jax.lax.map(lambda xi: net.embed(variables, xi[None], train=train)[0], flat, batch_size=real_chunk)
-    f_syn = net.embed(variables, x_syn.reshape(c * m, *x_syn.shape[2:]), train=train)
+        f_real = jax.lax.map(lambda xi: embed(params, xi[None])[0], flat, batch_size=real_chunk)
+    f_syn = embed(params, x_syn.reshape(c * m, *x_syn.shape[2:]))
     mu_real = jax.lax.stop_gradient(weighted_mean(f_real.reshape(c, n, -1), real_weights))
     mu_syn = weighted_mean(f_syn.reshape(c, m, -1), None)
     return jnp.sum(jnp.square(mu_real - mu_syn))
-
-
-def per_example_grad_norms(net: Network, variables: Variables, x: jax.Array, y: jax.Array) -> jax.Array:
-    """``‖∇_θ ℓ(f_θ(x_i), y_i)‖₂`` over all parameters for every example (inference mode).
-
-    The one place SDC and the synthetic-set difficulty tracking take per-example norms:
-    ``jaxdd.difficulty.grad_norms`` (one forward and one batched backward pass, exact; its gradient
-    w.r.t. ``x`` equals that of the ``vmap(grad)`` reference, ``grand_reference``)."""
-    return grad_norms(net, variables, x, y)
-
-
-def sdc_penalty(net: Network, variables: Variables, x: jax.Array, y: jax.Array, mode: str = "mean",
-                squared: bool = False, train: bool = False) -> jax.Array:
-    """SDC's sample-difficulty penalty on a synthetic batch, with the matching loss's network state.
-
-    * ``mean``: ``mean_i ‖∇_θ ℓ(f_θ(x_i), y_i)‖₂`` (per-example GraNd; spec section 4);
-    * ``batch``: ``‖∇_θ mean_i ℓ(f_θ(x_i), y_i)‖₂`` (norm of the batch gradient).
-    ``squared`` uses ``‖·‖²`` instead of ``‖·‖``. The method adds ``λ ·`` this to its loss.
-
-    ``train`` must match the matching loss: ``False`` evaluates the network in inference mode with
-    ``variables`` as given (DC/DSA, whose BatchNorm statistics are set from real images);
-    ``True`` normalises BatchNorm layers with the statistics of ``x`` itself, as a train-mode pass
-    does (DM's embedding, MTT/DATM's student steps): ``batch`` takes the exact train-mode gradient;
-    ``mean`` takes per-example gradients of the network normalising with those batch statistics
-    held fixed (with batch statistics the examples are coupled and per-example gradients are
-    otherwise undefined), :meth:`jaxdd.models.Network.batch_statistics`. Without BatchNorm both
-    modes are the same.
-    """
-    if mode not in SDC_MODES:
-        raise ValueError(f"unknown SDC mode {mode!r}; choose one of {SDC_MODES}")
-    bn = train and "batch_stats" in variables
-    if mode == "mean":
-        norms = per_example_grad_norms(net, net.batch_statistics(variables, x) if bn else variables, x, y)
-    else:
-        def mean_loss(params):
-            if bn:
-                return jnp.mean(per_example_loss(net.apply({**variables, "params": params}, x, train=True)[0], y))
-            return cross_entropy(net, params, variables, x, y)
-
-        g = jax.grad(mean_loss)(variables["params"])
-        norms = safe_norm(jnp.concatenate([leaf.ravel() for leaf in jax.tree.leaves(g)]))
-    return jnp.mean(jnp.square(norms) if squared else norms)
-
-
-def difficulty_weights(scores: jax.Array, labels: jax.Array, num_classes: int,
-                       temperature: float = 1.0) -> jax.Array:
-    """Per-example weights ``w_i ∝ exp(-d_i / τ)`` normalised to mean 1 within each class.
-
-    ``d`` is a difficulty score (easy = low, e.g. loss or GraNd); ``τ > 0`` favours easy examples,
-    ``τ < 0`` hard ones, ``|τ| → ∞`` gives uniform weights. Scores are standardised per class
-    first (``(d - mean_c) / std_c``), so ``τ`` is in units of the class's score spread. The
-    allowed "difficulty-weighted losses" extension of spec section 4.
-    """
-    if temperature == 0:
-        raise ValueError("difficulty-weight temperature must be non-zero (use a large value for uniform weights)")
-    scores = jnp.asarray(scores, jnp.float32)
-    labels = jnp.asarray(labels, jnp.int32)
-    if scores.shape != labels.shape or scores.ndim != 1:
-        raise ValueError(f"need one score per training example: scores {scores.shape}, labels {labels.shape}")
-    if not bool(jnp.all(jnp.isfinite(scores))):
-        raise ValueError("difficulty scores contain NaN or inf (e.g. forgetting's never-learned +inf); "
-                         "clip or rank-transform them before weighting")
-    count = jnp.maximum(jax.ops.segment_sum(jnp.ones_like(scores), labels, num_classes), 1.0)
-    mean = jax.ops.segment_sum(scores, labels, num_classes) / count
-    var = jax.ops.segment_sum(jnp.square(scores - mean[labels]), labels, num_classes) / count
-    z = (scores - mean[labels]) / jnp.sqrt(jnp.maximum(var[labels], 1e-12))
-    logw = -z / temperature
-    logw = logw - jax.ops.segment_max(logw, labels, num_classes)[labels]
-    w = jnp.exp(logw)
-    return w / (jax.ops.segment_sum(w, labels, num_classes) / count)[labels]

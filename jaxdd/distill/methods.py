@@ -44,7 +44,7 @@ import optax
 from jax.sharding import Mesh
 
 from jaxdd.augment import DSAParams, default_strategy, dsa, parse_strategy
-from jaxdd.distill import losses
+from jaxdd.distill import losses, sharding
 from jaxdd.distill.base import (INITS, MEMORY_FRACTION, RealData, available_memory_bytes, choose_class_batch,
                                 compiled_memory_bytes, init_images, register_method)
 from jaxdd.models import Network
@@ -166,6 +166,7 @@ class _ImageMethod:
     mesh: Mesh | None = None
     name: str = ""
     real_chunk: int | None = None  # real images per network call (None: the method's default, see memory_plan)
+    class_split: bool = False  # split the per-class losses over the mesh by class (jaxdd.distill.sharding)
 
     def __post_init__(self):
         if self.config.dsa and self.config.dsa_strategy is None:  # record the strategy actually used
@@ -193,7 +194,8 @@ class _ImageMethod:
         return state.images, state.labels, None
 
     def _real_batch(self, key: jax.Array, real: RealData) -> tuple[jax.Array, jax.Array | None]:
-        return real.sample(key, real.batch_size(self.config.batch_real), self.mesh)
+        # split by class (class_split: the loss's shard_map places the classes) or by image
+        return real.sample(key, real.batch_size(self.config.batch_real), None if self.class_split else self.mesh)
 
     def _siamese(self, key: jax.Array, x_real: jax.Array, x_syn: jax.Array) -> tuple[jax.Array, jax.Array]:
         """One DSA draw per class (key ``split(key, C)[c]``) applied to both stacks of class c."""
@@ -314,8 +316,12 @@ class GradientMatching(_ImageMethod):
         class_batch, real_chunk = plan or (self.config.class_batch, None)
         x_syn = images.reshape((c, -1) + images.shape[1:])
         x_real, x_syn = self._siamese(key, x_real, x_syn)
-        match = losses.gradient_match_loss(self.network, variables, x_real, x_syn, self.config.metric,
-                                           real_weights, class_batch=class_batch, real_chunk=real_chunk)
+        if self.class_split:
+            match = sharding.gradient_match_loss(self.network, variables, x_real, x_syn, self.config.metric,
+                                                 real_weights, self.mesh, real_chunk=real_chunk)
+        else:
+            match = losses.gradient_match_loss(self.network, variables, x_real, x_syn, self.config.metric,
+                                               real_weights, class_batch=class_batch, real_chunk=real_chunk)
         return self._with_sdc(match, variables, x_syn, labels)
 
     def update(self, state: ImageState, real: RealData) -> tuple[ImageState, dict[str, jax.Array]]:
@@ -367,8 +373,13 @@ class DistributionMatching(_ImageMethod):
         c = x_real.shape[0]
         x_syn = images.reshape((c, -1) + images.shape[1:])
         x_real, x_syn = self._siamese(key, x_real, x_syn)
-        match = losses.distribution_match_loss(self.network, variables, x_real, x_syn, real_weights, train=True,
-                                               real_chunk=(plan or (None, None))[1])
+        real_chunk = (plan or (None, None))[1]
+        if self.class_split:
+            match = sharding.distribution_match_loss(self.network, variables, x_real, x_syn, real_weights, self.mesh,
+                                                     train=True, real_chunk=real_chunk)
+        else:
+            match = losses.distribution_match_loss(self.network, variables, x_real, x_syn, real_weights, train=True,
+                                                   real_chunk=real_chunk)
         return self._with_sdc(match, variables, x_syn, labels, train=True)
 
     def update(self, state: ImageState, real: RealData) -> tuple[ImageState, dict[str, jax.Array]]:

@@ -62,8 +62,10 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxdd.augment import dsa
-from jaxdd.distill.losses import SDC_MODES, sdc_penalty
+from jaxdd.difficulty.gradnorm import ModelLike
+from jaxdd.difficulty.sdc import SDC_MODES, sdc_penalty
 from jaxdd.models import Network
+from jaxdd.models.adapters import bind
 from jaxdd.train import cross_entropy, epoch_batches
 from jaxdd.utils.mesh import DATA_AXIS
 
@@ -132,7 +134,7 @@ class StudentStep:
     argument of the custom VJP).
     """
 
-    net: Network
+    net: ModelLike  # a jaxdd Network (train mode) or a plain model (used as given)
     dsa_strategy: str | None = None
     sdc_mode: str | None = None
     sdc_squared: bool = False
@@ -147,8 +149,15 @@ class StudentStep:
             x = dsa(key, x, self.dsa_strategy, siamese=False)
         return x, y
 
+    def variables(self, params: Any, consts: dict) -> Any:
+        """What the model takes: a Network's variables, or the params of a plain model."""
+        return {**consts["variables"], "params": params} if isinstance(self.net, Network) else params
+
     def loss(self, params: Any, consts: dict, x: jax.Array, y: jax.Array) -> jax.Array:
-        logits, _ = self.net.apply({**consts["variables"], "params": params}, x, train=True)
+        if isinstance(self.net, Network):
+            logits, _ = self.net.apply({**consts["variables"], "params": params}, x, train=True)
+        else:
+            logits = bind(self.net, params).apply(params, x)
         return cross_entropy(logits, y)
 
     def __call__(self, params: Any, z: dict, consts: dict, inp: tuple[jax.Array, jax.Array]):
@@ -159,8 +168,7 @@ class StudentStep:
         if self.sdc_mode is None:
             return new, jnp.zeros((), jnp.float32)
         # the student's network state: train mode (BatchNorm on this batch's statistics)
-        pen = sdc_penalty(self.net, {**consts["variables"], "params": params}, x, y, self.sdc_mode, self.sdc_squared,
-                          train=True)
+        pen = sdc_penalty(self.net, self.variables(params, consts), x, y, self.sdc_mode, self.sdc_squared, train=True)
         return new, pen.astype(jnp.float32)
 
 
@@ -281,7 +289,7 @@ def run_student(step: StudentStep, theta0: Any, z: dict, consts: dict, plan: Stu
 
 # ------------------------------------------------------------------------------------- the loss
 
-def trajectory_loss(net: Network, images: jax.Array, labels: jax.Array, syn_lr: jax.Array, start_params: Any,
+def trajectory_loss(net: ModelLike, images: jax.Array, labels: jax.Array, syn_lr: jax.Array, start_params: Any,
                     target_params: Any, key: jax.Array, *, syn_steps: int, batch_syn: int | None = None,
                     dsa_strategy: str | None = None, memory: str = "remat",
                     checkpoint_every: int | str | None = "sqrt", sdc: float = 0.0, sdc_mode: str = "mean",
@@ -292,7 +300,9 @@ def trajectory_loss(net: Network, images: jax.Array, labels: jax.Array, syn_lr: 
     ``images`` (n, H, W, C); ``labels`` int (n,) or probability rows (n, C) (differentiable);
     ``syn_lr`` the learnable step size α (scalar); ``start_params`` / ``target_params`` the
     expert's parameters at epochs t and t+M (pytrees like ``net.init(key)["params"]``);
-    ``key`` draws the :func:`student_plan`. ``variables`` supplies non-parameter collections
+    ``key`` draws the :func:`student_plan`. ``net`` is a jaxdd ``Network`` (student steps in train
+    mode) or a ``Model`` / plain ``apply_fn(params, x) -> logits`` (used as given; ``variables``
+    unused). For a ``Network``, ``variables`` supplies non-parameter collections
     (BatchNorm running statistics: the student steps and SDC run in train mode and never read
     them, they only give the structure; default: zeros shaped like ``net.init``'s). With ``mesh`` every student batch is split over the ``data`` axis
     (``batch_syn`` must be a multiple of the mesh size). Returns ``(loss, aux)`` with aux
@@ -306,17 +316,21 @@ def trajectory_loss(net: Network, images: jax.Array, labels: jax.Array, syn_lr: 
     images = jnp.asarray(images)
     labels = jnp.asarray(labels)
     n = images.shape[0]
-    if images.ndim != 4 or tuple(images.shape[1:]) != tuple(net.input_shape):
+    is_net = isinstance(net, Network)
+    if is_net and (images.ndim != 4 or tuple(images.shape[1:]) != tuple(net.input_shape)):
         raise ValueError(f"synthetic images must have shape (n, {', '.join(map(str, net.input_shape))}) for network "
                          f"{net.name!r}, got {images.shape}")
-    if labels.shape[0] != n or labels.ndim not in (1, 2) or (labels.ndim == 2 and labels.shape[1] != net.num_classes):
-        raise ValueError(f"need one int label or one probability row over {net.num_classes} classes per synthetic "
+    classes = net.num_classes if is_net else (labels.shape[1] if labels.ndim == 2 else None)
+    if labels.shape[0] != n or labels.ndim not in (1, 2) or (labels.ndim == 2 and labels.shape[1] != classes):
+        raise ValueError(f"need one int label or one probability row over {classes} classes per synthetic "
                          f"image: {n} images, labels of shape {labels.shape}")
     plan = student_plan(key, n, syn_steps, batch_syn)
     if mesh is not None and plan.batches.shape[1] % mesh.size:
         raise ValueError(f"the student batch ({plan.batches.shape[1]} images) must be a multiple of the "
                          f"{mesh.size} devices to split it; choose batch_syn (or ipc) accordingly or run without a mesh")
-    if variables is None:
+    if not is_net:
+        variables = {}
+    elif variables is None:
         variables = jax.eval_shape(net.init, jax.random.key(0))
         variables = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), variables)
     consts = {"variables": {k: v for k, v in variables.items() if k != "params"}}

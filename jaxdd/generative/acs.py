@@ -70,6 +70,7 @@ class ACSConfig:
     disc_lr: float = 0.01
     augment: str | None = "auto"  # DSA strategy for D; "auto" = the dataset's default; None = off
     batch_size: int = 100
+    pad_to_batch: bool = False  # pad every sampling batch to batch_size (one compilation for every block size)
 
     def __post_init__(self):
         if self.window is not None:
@@ -168,7 +169,7 @@ class ACS:
         images, latents = generate(self.prior, params, labels, k_gen, steps=cfg.steps, cfg_scale=cfg.cfg_scale,
                                    guidance=terms, window=cfg.window, aux=aux, batch_size=cfg.batch_size,
                                    progress=f"curriculum {k + 1}/{cfg.curricula}" if progress else None,
-                                   return_latents=True)
+                                   return_latents=True, pad_to_batch=cfg.pad_to_batch)
         adv = float("nan")
         if k > 0:
             adv = float(discriminator_loss(self.net, disc.model_variables(0), images, labels))

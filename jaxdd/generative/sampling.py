@@ -97,10 +97,13 @@ def generate_batch(prior: DiffusionPrior, params: Any, labels: jax.Array, key: j
 def generate(prior: DiffusionPrior, params: Any, labels: np.ndarray, key: jax.Array, *, steps: int = DEFAULT_STEPS,
              cfg_scale: float = DEFAULT_CFG, guidance: Sequence[Term] = (), window: tuple[int, int] | None = None,
              aux: dict | None = None, sample_aux: dict | None = None, batch_size: int = 100,
-             progress: str | bool | None = None, return_latents: bool = False):
+             progress: str | bool | None = None, return_latents: bool = False, pad_to_batch: bool = False):
     """Images (N, *image_shape) in the prior's normalisation for ``labels`` (and the latents with
     ``return_latents``), in batches of ``batch_size``: batch j is :func:`generate_batch` with
-    ``fold_in(key, j)``; ``sample_aux`` (leading N axis) is batched with the labels."""
+    ``fold_in(key, j)``; ``sample_aux`` (leading N axis) is batched with the labels.
+    ``pad_to_batch``: pad N < ``batch_size`` up to it, so that one compilation serves every N
+    (:func:`jaxdd.generative.training.in_batches`); with JAX's partitionable threefry (the default)
+    the samples are the unpadded ones up to floating-point differences of the batch shape."""
     from jaxdd.generative.training import in_batches
 
     labels = np.asarray(labels, np.int32)
@@ -113,5 +116,6 @@ def generate(prior: DiffusionPrior, params: Any, labels: np.ndarray, key: jax.Ar
         out = in_batches(lambda j, lb, sa: generate_batch(prior, params, lb, jax.random.fold_in(key, j), aux, sa,
                                                           steps=steps, cfg_scale=float(cfg_scale), guidance=guidance,
                                                           window=window),
-                         len(labels), batch_size, labels, dict(sample_aux or {}), progress=desc)
+                         len(labels), batch_size, labels, dict(sample_aux or {}), progress=desc,
+                         pad_to_batch=pad_to_batch)
     return out if return_latents else out[0]

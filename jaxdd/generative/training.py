@@ -158,13 +158,17 @@ def _encode_chunk(prior: SmallPrior, params: dict, x: jax.Array) -> jax.Array:
     return prior.encode(params, x)
 
 
-def in_batches(fn, n: int, batch_size: int, *arrays: Any, progress: str | None = None) -> Any:
+def in_batches(fn, n: int, batch_size: int, *arrays: Any, progress: str | None = None,
+               pad_to_batch: bool = False) -> Any:
     """``concat_j fn(j, *batch_j)`` over batches of ``batch_size`` rows of ``arrays`` (n rows; each a
     pytree of arrays); the last batch is padded with zeros (and the padding dropped) so that one
-    compilation serves every batch. ``fn`` may return a pytree of arrays with a leading batch axis."""
+    compilation serves every batch. With ``n < batch_size`` the one batch has n rows, or
+    ``batch_size`` rows with ``pad_to_batch`` (one compilation for every n: for accelerators, where
+    compiling costs more than the padded rows). ``fn`` may return a pytree of arrays with a leading
+    batch axis."""
     from tqdm.auto import tqdm
 
-    b = max(1, min(batch_size, n))
+    b = max(1, batch_size if pad_to_batch else min(batch_size, n))
     out = []
     pad = lambda c, k: np.concatenate([c, np.zeros((b - k, *c.shape[1:]), c.dtype)]) if k < b else c  # noqa: E731
     for j, i in enumerate(tqdm(range(0, n, b), desc=progress, disable=progress is None, leave=False)):

@@ -6,9 +6,11 @@
 * :mod:`~jaxdd.sample.select`: per-bin sampling without replacement with shortfall filling;
 * :mod:`~jaxdd.sample.dgs`: the per-class DGS selection and the random baseline;
 * :mod:`~jaxdd.sample.pool`: the pool format (candidate images with provenance);
-* :mod:`~jaxdd.sample.classifier`: the difficulty classifier that scores pool and real images;
 * :mod:`~jaxdd.sample.guided`: sets generated from a diffusion prior with DAG / ACS guidance and
   DGS on the generated pool (``jaxdd generate``).
+
+The difficulty classifier that scores pool and real images is
+:mod:`jaxdd.difficulty.classifier`.
 """
 
 from jaxdd.sample.dgs import DGSResult, Transforms, check_pool_classes, dgs_select, fit_transforms, random_select

@@ -11,7 +11,7 @@ Per class ``c`` (all classes at once, ``vmap``-ed over class masks):
 3. :func:`~jaxdd.sample.select.sample_by_bins` on the bins of ``T(pool scores)``.
 
 Difficulty scores are confidence difficulties ``d = 1 - p(y|x)`` in [0, 1] (see
-:mod:`jaxdd.sample.classifier`).
+:mod:`jaxdd.difficulty.classifier`).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ the generated pool (``jaxdd generate``).
 DAG (difficulty-aware guidance, the generation-time half of "Difficulty-guided Sampling", Li et
 al., arXiv 2601.10090): each sample gets a target difficulty, and DDIM is guided by
 ``grad_{x_t} (d(decode(x0_hat)) - d_target)^2`` with ``d = 1 - p(y|x)`` of the same classifier
-DGS uses (:class:`~jaxdd.sample.classifier.DifficultyClassifier`, an ensemble's mean probability;
+DGS uses (:class:`~jaxdd.difficulty.classifier.DifficultyClassifier`, an ensemble's mean probability;
 :func:`jaxdd.generative.guidance.difficulty_term`). Targets (:func:`difficulty_targets`) live in
 DGS's log-transformed space: per class, the transform's bounds ``(lo, hi)`` are fitted on the
 real images' scores (the pool it would be fitted on does not exist yet), the target distribution
@@ -42,7 +42,8 @@ from jaxdd.generative.sampling import DEFAULT_CFG, DEFAULT_STEPS, generate, wind
 from jaxdd.models import Network
 from jaxdd.sample.dgs import dgs_select, fit_transforms
 from jaxdd.sample.targets import load_target, preset_weights, target_counts
-from jaxdd.sample.transform import NUM_BINS, histogram, inverse_log_transform, kl_divergence, log_transform
+from jaxdd.sample.metrics import class_histograms, histogram_kl, set_metrics
+from jaxdd.sample.transform import NUM_BINS, histogram, inverse_log_transform, log_transform
 
 GUIDANCES = ("none", "dag", "acs")
 DAG_SCALE = 0.05
@@ -133,6 +134,7 @@ class GenerateConfig:
     disc_epochs: int | None = None  # ACS discriminator epochs (None: ACSConfig's default)
     disc_model: str | None = None  # ACS discriminator network (None: ACSConfig's default, convnet)
     batch_size: int = 100
+    pad_to_batch: bool = False  # pad sampling batches to batch_size: one compilation for every set size
     seed: int = 0
 
     def __post_init__(self):
@@ -157,7 +159,7 @@ class GenerateConfig:
                                 "disc_epochs": self.disc_epochs, "discriminator": self.disc_model}.items()
               if v is not None}
         return ACSConfig(ipc=self.ipc, curricula=self.curricula, steps=self.steps, cfg_scale=self.cfg_scale,
-                         window=self.window, batch_size=self.batch_size, **kw)
+                         window=self.window, batch_size=self.batch_size, pad_to_batch=self.pad_to_batch, **kw)
 
 
 def check_inputs(prior: DiffusionPrior, ds: Dataset, config: GenerateConfig, where: str = "prior") -> Any:
@@ -167,13 +169,6 @@ def check_inputs(prior: DiffusionPrior, ds: Dataset, config: GenerateConfig, whe
     if config.guidance == "acs":
         config.acs_config()  # K divides IPC, ...
     return target
-
-
-def class_histograms(transformed: np.ndarray, labels: np.ndarray, num_classes: int,
-                     num_bins: int = NUM_BINS) -> np.ndarray:
-    """``(C, bins)`` normalised histograms of transformed scores per class."""
-    h = np.stack([np.asarray(histogram(transformed, num_bins, np.asarray(labels) == c)) for c in range(num_classes)])
-    return h / np.maximum(h.sum(-1, keepdims=True), 1)
 
 
 def difficulty_figure(weights: np.ndarray, achieved: np.ndarray, class_names, title: str = ""):
@@ -204,63 +199,11 @@ def difficulty_figure(weights: np.ndarray, achieved: np.ndarray, class_names, ti
     return fig
 
 
-def within_class_diversity(features: np.ndarray, labels: np.ndarray) -> float:
-    """Mean over classes of the mean pairwise Euclidean distance between the features of one class
-    (classes with fewer than 2 images are skipped; nan if none has 2)."""
-    features, labels = np.asarray(features, np.float64), np.asarray(labels)
-    means = []
-    for c in np.unique(labels):
-        f = features[labels == c]
-        if len(f) < 2:
-            continue
-        d = np.sqrt(np.maximum(((f[:, None] - f[None]) ** 2).sum(-1), 0.0))
-        means.append(d[np.triu_indices(len(f), 1)].mean())
-    return float(np.mean(means)) if means else float("nan")
-
-
-def _nearest_distances(a: np.ndarray, b: np.ndarray, exclude_self: bool = False, chunk: int = 1024) -> np.ndarray:
-    """Distance from each row of ``a`` to its nearest row of ``b`` (the same row excluded if asked)."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    bb = (b ** 2).sum(-1)
-    out = np.empty(len(a))
-    for i in range(0, len(a), chunk):
-        d2 = (a[i:i + chunk] ** 2).sum(-1)[:, None] + bb[None] - 2.0 * a[i:i + chunk] @ b.T
-        if exclude_self:
-            rows = np.arange(i, min(i + chunk, len(a)))
-            d2[rows - i, rows] = np.inf
-        out[i:i + chunk] = np.sqrt(np.maximum(d2.min(-1), 0.0))
-    return out
-
-
-def coverage(real_features: np.ndarray, synthetic_features: np.ndarray) -> float:
-    """Fraction of real images whose nearest synthetic neighbour is closer than the median
-    real-to-real nearest-neighbour distance (feature space)."""
-    radius = np.median(_nearest_distances(real_features, real_features, exclude_self=True))
-    return float(np.mean(_nearest_distances(real_features, synthetic_features) < radius))
-
-
-def set_metrics(classifier, images: np.ndarray, labels: np.ndarray, ds: Dataset, max_real: int = 2000) -> dict:
-    """Within-class diversity of ``images`` and coverage of (up to ``max_real``, the first) real test
-    images, in the feature space of the classifier's first model (``net.embed``)."""
-    from jaxdd.train import default_inference_batch
-
-    net, variables = classifier.net, jax.tree.map(lambda v: v[0], classifier.variables)
-    embed = jax.jit(lambda x: net.embed(variables, x))
-    b = default_inference_batch()
-
-    def feats(x):
-        return np.concatenate([np.asarray(embed(jnp.asarray(x[i:i + b]))) for i in range(0, len(x), b)])
-
-    syn = feats(np.asarray(images, np.float32))
-    real = feats(np.asarray(ds.x_test[:max_real], np.float32))
-    return {"diversity": within_class_diversity(syn, labels), "coverage": coverage(real, syn),
-            "coverage_real_images": int(len(real))}
-
-
 def generate_set(prior: DiffusionPrior, params: Any, ds: Dataset, config: GenerateConfig, out: str | Path, *,
                  classifier=None, classifier_dir: str | Path | None = None, classifier_model: str = "convnet",
                  classifier_epochs: int | None = None, prior_path: str = "", dataset_id: str | None = None,
-                 resume: bool = False, progress: bool = True, stop_after: int | None = None) -> dict:
+                 resume: bool = False, progress: bool = True, stop_after: int | None = None,
+                 real_scores: np.ndarray | None = None) -> dict:
     """Generate IPC images per class (``config.guidance`` none | dag | acs; with a pool and DGS when
     ``pool_factor > 1``) and write to ``out``: ``distilled.npz/json`` (for ``jaxdd eval``), ``pool/``
     (for ``jaxdd sample``), ``samples.png``, ``difficulty.png`` (target vs achieved per class),
@@ -269,8 +212,9 @@ def generate_set(prior: DiffusionPrior, params: Any, ds: Dataset, config: Genera
     ``classifier``: a DifficultyClassifier, else loaded from / trained into ``classifier_dir``
     (default ``out/classifier``; ``classifier_model`` for ``classifier_epochs``, default 5).
     ``dataset_id``: how the outputs name the dataset (what ``jaxdd eval`` loads; default ``ds.name``).
+    ``real_scores``: the classifier's difficulty of every ``ds.x_train`` image (scored here when None).
     Returns the summary written to ``generate.json``."""
-    from jaxdd.sample.classifier import DEFAULT_EPOCHS, load_or_train_classifier
+    from jaxdd.difficulty.classifier import DEFAULT_EPOCHS, load_or_train_classifier
     from jaxdd.train import TrainConfig
     from jaxdd.sample.pool import make_pool
     from jaxdd.utils.images import save_class_grid, save_figure
@@ -291,7 +235,11 @@ def generate_set(prior: DiffusionPrior, params: Any, ds: Dataset, config: Genera
             classifier_dir or out / "classifier", k_clf, ds, model=classifier_model,
             config=TrainConfig(epochs=DEFAULT_EPOCHS if classifier_epochs is None else classifier_epochs),
             progress=progress)
-    real_scores = classifier.scores(ds.x_train, ds.y_train, progress=progress, desc="score real")
+    if real_scores is None:
+        real_scores = classifier.scores(ds.x_train, ds.y_train, progress=progress, desc="score real")
+    elif len(real_scores) != len(ds.y_train):
+        raise ValueError(f"real_scores has {len(real_scores)} entries, the training split {len(ds.y_train)}: pass "
+                         "the classifier's scores of every training image, or None")
     c, n = ds.num_classes, config.ipc * config.pool_factor
     labels = np.repeat(np.arange(c), n).astype(np.int32)
     draw = difficulty_targets(k_target, labels, c, target, real_scores, ds.y_train)
@@ -316,7 +264,8 @@ def generate_set(prior: DiffusionPrior, params: Any, ds: Dataset, config: Genera
             aux, sample_aux = {"difficulty": classifier.variables}, {"difficulty": draw.raw}
         images = generate(prior, params, labels, k_gen, steps=config.steps, cfg_scale=config.cfg_scale,
                           guidance=terms, window=config.window, aux=aux, sample_aux=sample_aux,
-                          batch_size=config.batch_size, progress="generate" if progress else None)
+                          batch_size=config.batch_size, progress="generate" if progress else None,
+                          pad_to_batch=config.pad_to_batch)
     gen_seconds = time.time() - t0
     images = np.asarray(to_dataset_space(prior, images, ds.mean, ds.std), np.float32)
 
@@ -339,7 +288,7 @@ def generate_set(prior: DiffusionPrior, params: Any, ds: Dataset, config: Genera
     chosen_labels, chosen_scores = labels[indices], scores[indices]
     achieved_t = np.asarray(log_transform(chosen_scores, draw.lo[chosen_labels], draw.hi[chosen_labels]))
     achieved = class_histograms(achieved_t, chosen_labels, c)
-    kl = [float(kl_divergence(draw.weights[k], achieved[k])) for k in range(c)]
+    kl = histogram_kl(draw.weights, achieved_t, chosen_labels).tolist()
     view = lambda x: np.clip(x * ds.std + ds.mean, 0, 1)  # noqa: E731
     save_class_grid(out / "samples.png", view(distilled.images), distilled.labels, c, min(config.ipc, 10))
     save_figure(out / "difficulty.png", difficulty_figure(

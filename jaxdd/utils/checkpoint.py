@@ -25,7 +25,15 @@ bit-identical to what was saved. Any mismatch in leaf paths, shapes, dtypes or k
 implementations, or damaged files (caught by orbax or by the CRC-32), raises
 :class:`CheckpointError` naming the step, the leaf and what was expected vs found.
 
-Scope: single-process runs (the leaves are gathered to host memory to be saved).
+**Multi-process runs** (``jaxdd.utils.distributed``): every process calls ``save`` and
+``restore`` with the same arguments (orbax's multi-process mode: the processes meet at barriers,
+the primary process writes the files and the metadata, the others take part without writing).
+Sharded leaves are gathered to host memory on every process before saving, so the files hold
+global arrays and do not depend on how many processes or devices wrote them: a run may resume
+with another process or device count as long as the global shapes match (otherwise
+:class:`CheckpointError` names the leaf and both process/device counts). ``directory`` may be a
+remote path (``gs://bucket/run/checkpoints``): it goes through ``etils.epath`` untouched (local
+paths are made absolute).
 """
 
 from __future__ import annotations
@@ -47,10 +55,13 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 from jax import lax
 from orbax.checkpoint import checkpoint_managers
 
+from jaxdd.utils.distributed import is_primary, to_host
 from jaxdd.utils.io import OutputError, os_error_reason, to_jsonable
+from jaxdd.utils.mesh import put_global
 
 FORMAT = "jaxdd-checkpoint"
 VERSION = 1
@@ -166,12 +177,30 @@ def _spec(path_s: str, leaf: Any) -> dict:
     return {"path": path_s, "shape": [], "dtype": np.dtype(dtype).name, "key_impl": None}
 
 
+def checkpoint_path(directory: str | os.PathLike) -> Path | epath.Path:
+    """A checkpoint folder: remote paths (``scheme://...``, e.g. ``gs://bucket/run``) as
+    ``etils.epath.Path`` untouched; local ones as an absolute ``pathlib.Path``."""
+    text = os.fspath(directory)
+    if "://" in text:
+        return epath.Path(text)
+    return Path(text).expanduser().resolve()
+
+
+def _rmtree(path: Path | epath.Path) -> None:
+    if isinstance(path, Path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(Exception):
+            path.rmtree()
+
+
 def _host_data(path_s: str, leaf: Any) -> np.ndarray:
-    """The bytes that get stored for a leaf, as a NumPy array."""
+    """The bytes that get stored for a leaf, as a NumPy array (sharded arrays of a multi-process
+    run are gathered from all processes)."""
     if _is_key(leaf):
-        return np.asarray(jax.random.key_data(leaf))
+        return to_host(jax.random.key_data(leaf))
     if isinstance(leaf, (jax.Array, np.ndarray, np.generic)):
-        return np.asarray(leaf)
+        return to_host(leaf)
     try:
         return np.asarray(leaf, dtype=_py_dtype(leaf))
     except OverflowError as e:
@@ -192,7 +221,12 @@ def _to_template_type(tmpl: Any, data: np.ndarray) -> Any:
     """Rebuild one leaf from its stored NumPy data with the template leaf's type and placement."""
     if _is_key(tmpl):
         key = jax.random.wrap_key_data(data, impl=jax.random.key_impl(tmpl))
-        return jax.device_put(key, tmpl.sharding)
+        return put_global(key, tmpl.sharding)
+    if isinstance(tmpl, jax.Array) and not tmpl.is_fully_addressable:  # a multi-process run's global array
+        if tmpl.weak_type:  # rebuilt inside jit from the (small, typically scalar) data as a constant
+            return jax.jit(lambda t: jax.vmap(lambda v: lax.full_like(t, v, shape=()))(
+                jax.numpy.asarray(data).reshape(-1)).reshape(data.shape), out_shardings=tmpl.sharding)(tmpl)
+        return put_global(data, tmpl.sharding)
     if isinstance(tmpl, jax.Array):
         if tmpl.weak_type:  # keep the weak type: it changes dtype promotion after resuming
             scalar = lax.full_like(tmpl, 0, shape=())
@@ -222,7 +256,7 @@ class Checkpointer:
         if max_to_keep is not None and (isinstance(max_to_keep, bool) or not isinstance(max_to_keep, int)
                                         or max_to_keep < 1):
             raise ValueError(f"max_to_keep must be a positive int or None (keep all), got {max_to_keep!r}")
-        self.directory = Path(directory).expanduser().resolve()
+        self.directory = checkpoint_path(directory)
         self.max_to_keep = max_to_keep
         policy = None if max_to_keep is None else checkpoint_managers.LatestN(n=max_to_keep)
         options = ocp.CheckpointManagerOptions(
@@ -249,16 +283,14 @@ class Checkpointer:
     def save(self, step: int, state: Any, metadata: dict | None = None) -> Path:
         """Write ``state`` (any pytree) and a JSON-serialisable ``metadata`` dict as ``step``.
 
-        Returns the step folder once the checkpoint is committed. Steps must increase.
+        Returns the step folder once the checkpoint is committed. Steps must increase. In a
+        multi-process run every process calls it with the same step (the primary writes).
         """
         if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
             raise ValueError(f"step must be a non-negative int, got {step!r}")
         step = int(step)
         if metadata is not None and not isinstance(metadata, dict):
             raise ValueError(f"metadata must be a dict or None, got {type(metadata).__name__}")
-        if jax.process_count() > 1:
-            raise ValueError("jaxdd.utils.checkpoint supports single-process runs only; use orbax's "
-                             "CheckpointManager directly for multi-host arrays")
         latest = self.latest_step()
         if latest is not None and step <= latest:
             raise ValueError(
@@ -282,7 +314,8 @@ class Checkpointer:
             else:
                 spec["item"] = None
             specs.append(spec)
-        record = {"format": FORMAT, "version": VERSION, "step": step, "leaves": specs, "metadata": meta_user}
+        record = {"format": FORMAT, "version": VERSION, "step": step, "leaves": specs, "metadata": meta_user,
+                  **dict(zip(("processes", "devices"), _topology()))}
         items = {"meta": ocp.args.JsonSave(record)}
         if arrays:
             items["state"] = ocp.args.StandardSave(arrays)
@@ -291,8 +324,9 @@ class Checkpointer:
                 saved = self._manager.save(step, args=ocp.args.Composite(**items), force=True)
                 self._manager.wait_until_finished()
         except Exception as e:  # orbax/tensorstore raise OSError, ValueError, RuntimeError for I/O failures
-            for tmp in self.directory.glob(f"{step}.orbax-checkpoint-tmp*"):
-                shutil.rmtree(tmp, ignore_errors=True)
+            if is_primary():
+                for tmp in self.directory.glob(f"{step}.orbax-checkpoint-tmp*"):
+                    _rmtree(tmp)
             cause = _os_error(e)
             if cause is None:
                 raise
@@ -402,7 +436,8 @@ class Checkpointer:
         for e, f in zip(expected, found):
             if (list(f["shape"]), f["dtype"], f["key_impl"]) != (e["shape"], e["dtype"], e["key_impl"]):
                 raise CheckpointError(f"step {step}: leaf {e['path']}: the template expects {_describe(e)}, "
-                                      f"the checkpoint has {_describe(f)}. {self._fix_incompatible()}")
+                                      f"the checkpoint has {_describe(f)}.{_topology_note(record)} "
+                                      f"{self._fix_incompatible()}")
 
         # Abstract arrays for the stored bytes (key data has trailing key-implementation dims).
         abstract, paths, stored = {}, {}, []
@@ -448,6 +483,23 @@ class Checkpointer:
 
     def __repr__(self) -> str:
         return f"Checkpointer({str(self.directory)!r}, max_to_keep={self.max_to_keep})"
+
+
+def _topology() -> tuple[int, int]:
+    """(processes, devices) of this run, recorded with every checkpoint."""
+    return jax.process_count(), jax.device_count()
+
+
+def _topology_note(record: dict) -> str:
+    """When the saving run had another process/device count: say so (global shapes that depend on
+    it, such as a batch per device, cannot be resumed across counts)."""
+    saved = (record.get("processes"), record.get("devices"))
+    now = _topology()
+    if saved[0] is None or tuple(saved) == now:
+        return ""
+    return (f" The checkpoint was saved by {saved[0]} process(es) with {saved[1]} device(s), this run has {now[0]} "
+            f"with {now[1]}: resuming on another count works only when the global shapes do not depend on it "
+            "(resume with the original counts, or choose sizes that do not).")
 
 
 def _short(paths: list[str], n: int = 6) -> str:

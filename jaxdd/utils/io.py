@@ -5,6 +5,11 @@ file in the same folder and moved into place with ``os.replace``, so a killed pr
 leaves a half-written output and never destroys the previous version. Commands call
 :func:`check_output` on their output location before any work starts; a write that fails later
 (a full disk) raises :class:`OutputError` naming the file.
+
+In a multi-process run (``jaxdd.utils.distributed``) only the primary process writes: on the
+others :func:`atomic_path` yields a throw-away file, so every process runs the same code and the
+output is written once. A remote ``path`` (``gs://bucket/run/results.json``) is written to a local
+temporary file and uploaded with ``etils.epath`` (an object store replaces an object atomically).
 """
 
 from __future__ import annotations
@@ -63,12 +68,35 @@ def check_output(path: str | os.PathLike, *, folder: bool = False, flag: str = "
     return path
 
 
+def is_remote(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names a remote location (``gs://``, ``s3://``, ...), handled by ``etils.epath``."""
+    return "://" in os.fspath(path)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path next to ``path``; move it onto ``path`` if the block succeeds.
 
     An ``OSError`` (read-only folder, full disk) becomes an :class:`OutputError` naming ``path``;
-    the previous version of ``path`` is left as it was."""
+    the previous version of ``path`` is left as it was. Outside the primary process of a
+    multi-process run the file is discarded; a remote ``path`` is uploaded (module docstring)."""
+    from jaxdd.utils.distributed import is_primary
+
+    if not is_primary() or is_remote(path):
+        name = os.fspath(path).rstrip("/").rsplit("/", 1)[-1]
+        with tempfile.TemporaryDirectory(prefix="jaxdd-out-") as folder:
+            tmp = Path(folder) / f"{name}{suffix if suffix and not name.endswith(suffix) else ''}"
+            yield tmp
+            if is_primary():
+                try:
+                    from etils import epath
+
+                    target = epath.Path(os.fspath(path))
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(tmp.read_bytes())
+                except OSError as err:
+                    raise OutputError(f"cannot write {path}: {os_error_reason(err)}") from err
+        return
     path = Path(path)
     tmp = None
     try:

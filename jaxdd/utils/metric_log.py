@@ -20,6 +20,13 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 
+class _NoWriter:
+    """The writer of a non-primary process: drops everything."""
+
+    def __getattr__(self, name: str):
+        return lambda *args, **kwargs: None
+
+
 class MetricLog:
     """A TensorBoard event writer for one run folder (see the module docstring)."""
 
@@ -31,8 +38,13 @@ class MetricLog:
         self.list_names = None if list_names is None else [str(n) for n in list_names]
         # tensorboardX names event files by the second and the host only: a run resumed within the
         # same second would overwrite the interrupted run's file, so each writer gets its own suffix
-        self._writer = SummaryWriter(self.logdir, purge_step=purge_step, flush_secs=30,
-                                     filename_suffix=f".{os.getpid()}.{uuid.uuid4().hex[:8]}")
+        from jaxdd.utils.distributed import is_primary
+
+        if not is_primary():  # a multi-process run logs once, from the primary process
+            self._writer = _NoWriter()
+        else:
+            self._writer = SummaryWriter(self.logdir, purge_step=purge_step, flush_secs=30,
+                                         filename_suffix=f".{os.getpid()}.{uuid.uuid4().hex[:8]}")
         self._closed = False
 
     def _names(self, n: int) -> list[str]:

@@ -1,8 +1,12 @@
 """The DGS difficulty classifier: trained on the real data (or loaded), it scores pool and real
-images by confidence difficulty ``d = 1 - p(y|x)`` (``methods.md`` §1, §5).
+images by confidence difficulty ``d = 1 - p(y|x)`` (Wang et al., 2024, difficulty-guided sampling).
 
 With M stacked models (``num_models``) the ensemble probability is used:
 ``d = 1 - (1/M) sum_m softmax(f_m(x))_y``. Training uses the one trainer, :mod:`jaxdd.train`.
+
+Your own model: ``DifficultyClassifier(Model(apply_fn), stacked_params, meta={})`` (a
+:class:`jaxdd.models.adapters.Model`, params with a leading model axis) scores and measures accuracy
+the same way; saving and loading by name need a jaxdd network.
 
 Saved as a folder: ``classifier.json`` (model, classes, input shape, train config, dataset) and
 ``ckpt/`` (an orbax checkpoint of the stacked variables, :mod:`jaxdd.utils.checkpoint`).
@@ -21,6 +25,7 @@ import numpy as np
 from jaxdd.data.dataset import Dataset
 from jaxdd.difficulty import score_models
 from jaxdd.models import Network, create_network
+from jaxdd.models.adapters import Model
 from jaxdd.train import Trainer, TrainConfig, evaluate_accuracy, fit
 from jaxdd.utils.checkpoint import Checkpointer
 from jaxdd.utils.io import read_json, write_json
@@ -30,8 +35,8 @@ DEFAULT_EPOCHS = 5
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class DifficultyClassifier:
-    net: Network
-    variables: Any  # stacked (leading model axis M)
+    net: Network | Model
+    variables: Any  # stacked (leading model axis M): a Network's variables or a Model's params
     meta: dict
 
     @property
@@ -46,13 +51,20 @@ class DifficultyClassifier:
         if labels.ndim == 2:
             labels = labels.argmax(-1)
         d = score_models(self.net, self.variables, images, labels, "confidence", batch_size=batch_size,
-                         progress=progress, desc=desc)
+                         progress=progress, desc=desc, stacked=None if isinstance(self.net, Network) else True)
         return np.clip(d.mean(0), 0.0, 1.0)
 
     def accuracy(self, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        return evaluate_accuracy(self.net, self.variables, images, labels)
+        """Accuracy of each of the M models (M,)."""
+        if isinstance(self.net, Network):
+            return evaluate_accuracy(self.net, self.variables, images, labels)
+        wrong = score_models(self.net, self.variables, images, labels, "misclass", progress=False, stacked=True)
+        return 1.0 - wrong.mean(1)
 
     def save(self, folder: str | os.PathLike) -> Path:
+        if not isinstance(self.net, Network):
+            raise ValueError("only a classifier built on a jaxdd network can be saved (it is reloaded by network "
+                             "name); keep your own model's parameters with your own checkpointing")
         folder = Path(folder)
         with Checkpointer(folder / "ckpt", max_to_keep=1) as ckpt:
             ckpt.save(0, self.variables, metadata=self.meta)
