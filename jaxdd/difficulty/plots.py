@@ -45,10 +45,9 @@ def histogram_grid_figure(scores: np.ndarray, labels: np.ndarray, class_names: S
                           title: str = "", xlabel: str = "score"):
     """Matplotlib figure: one histogram per class on shared bins (infinite scores are counted in
     the panel title, not drawn)."""
-    import matplotlib
+    from jaxdd.utils.images import pyplot
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     scores = np.asarray(scores, np.float64)
     finite = np.isfinite(scores)

@@ -109,10 +109,9 @@ def _save_grid(path: Path, distilled: DistilledSet, dataset, log=None, step: int
 
 
 def _plot_history(out: Path, history: list[dict], class_names=None) -> None:
-    import matplotlib
+    from jaxdd.utils.images import pyplot
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     from jaxdd.utils.images import save_figure
 

@@ -173,10 +173,9 @@ def check_inputs(prior: DiffusionPrior, ds: Dataset, config: GenerateConfig, whe
 
 def difficulty_figure(weights: np.ndarray, achieved: np.ndarray, class_names, title: str = ""):
     """Per class: target (bars) vs achieved (step line) histograms of transformed difficulty."""
-    import matplotlib
+    from jaxdd.utils.images import pyplot
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     c = len(weights)
     cols = min(5, c)
@@ -225,6 +224,7 @@ def generate_set(prior: DiffusionPrior, params: Any, ds: Dataset, config: Genera
         raise ValueError("--resume continues an ACS run (its curricula are checkpointed); none/dag runs are "
                          "one pass: run them again")
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     if config.guidance == "acs" and not resume and has_run(out / "checkpoints"):
         raise ValueError(f"{out} already holds an ACS run: pass --resume to continue it, or choose another --out")
     start = time.time()

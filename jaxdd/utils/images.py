@@ -171,13 +171,26 @@ def save_figure(path: str | os.PathLike, fig) -> str:
     return str(path)
 
 
+def pyplot():
+    """``matplotlib.pyplot``, on the file-only Agg backend unless pyplot is already in use.
+
+    Selecting Agg after pyplot was imported (a notebook with ``%matplotlib inline``) would silence
+    the user's ``plt.show()``, so an existing backend is left alone."""
+    import sys
+
+    import matplotlib
+
+    if "matplotlib.pyplot" not in sys.modules:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def histogram_figure(series: dict[str, np.ndarray], bins: int | Sequence[float] = 10,
                      title: str = "", xlabel: str = "score"):
     """A matplotlib figure overlaying normalised histograms of several named score arrays."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for name, values in series.items():
