@@ -5,7 +5,7 @@ score whole datasets with given models or a trained ensemble."""
 from jaxdd.difficulty.drivers import (SCORES, EnsembleResult, batch_scores, ensemble_scores, load_model,
                                       score_models)
 from jaxdd.difficulty.gradnorm import (grad_norms, grad_sq_norms_by_param, grand_reference,
-                                       last_layer_grad_norms, layer_calls, per_example_loss)
+                                       last_layer_grad_norms, layer_calls)
 from jaxdd.difficulty.scores import (ForgettingState, confidence_difficulty, el2n, forgetting_init,
                                      forgetting_scores, forgetting_update, loss_value,
                                      misclassification_probability, misclassified)
@@ -13,6 +13,6 @@ from jaxdd.difficulty.scores import (ForgettingState, confidence_difficulty, el2
 __all__ = [
     "SCORES", "EnsembleResult", "batch_scores", "ensemble_scores", "load_model", "score_models",
     "grad_norms", "grad_sq_norms_by_param", "grand_reference", "last_layer_grad_norms", "layer_calls",
-    "per_example_loss", "ForgettingState", "confidence_difficulty", "el2n", "forgetting_init",
+    "ForgettingState", "confidence_difficulty", "el2n", "forgetting_init",
     "forgetting_scores", "forgetting_update", "loss_value", "misclassification_probability", "misclassified",
 ]

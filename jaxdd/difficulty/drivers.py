@@ -28,6 +28,7 @@ from jax.sharding import Mesh
 
 from jaxdd.difficulty import gradnorm, scores as S
 from jaxdd.models.network import Network, Variables
+from jaxdd.utils.labels import hard_labels
 from jaxdd.utils.mesh import replicate, shard_batch
 
 SCORES = ("grand", "grand-last", "el2n", "loss", "confidence", "misclass", "forgetting")
@@ -185,7 +186,7 @@ def ensemble_scores(net: Network, x: Any, y: Any, key: jax.Array, *, score: str 
     k_init, k_train = jax.random.split(key)
     y_np = np.asarray(y)
     n = len(y_np)
-    hard = y_np.argmax(-1) if y_np.ndim == 2 else y_np
+    hard = hard_labels(y_np)
     config = {"score": score, "model": net.name, "num_models": num_models, "epochs": epochs,
               "score_epochs": list(chosen), "train": dataclasses.asdict(cfg), "batch_size": batch_size,
               "method": method, "devices": 1 if mesh is None else mesh.size, "num_examples": n}

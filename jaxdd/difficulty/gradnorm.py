@@ -44,25 +44,13 @@ from typing import Callable, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 
 from jaxdd.models.layers import Conv, Dense
 from jaxdd.models.network import Network, Variables
+from jaxdd.utils.labels import cross_entropy
 
 CONV_METHODS = ("auto", "direct", "ghost")
 _NORM_TYPES = (nn.GroupNorm, nn.LayerNorm, nn.BatchNorm)
-
-
-# --------------------------------------------------------------------------------------- losses
-
-def per_example_loss(logits: jax.Array, y: jax.Array) -> jax.Array:
-    """Cross-entropy ``ℓ_i`` per example: integer labels (B,) or soft-label rows (B, C)."""
-    if y.ndim == logits.ndim:
-        return optax.softmax_cross_entropy(logits, y.astype(logits.dtype))
-    if y.ndim != logits.ndim - 1:
-        raise ValueError(f"labels of shape {y.shape} do not fit logits of shape {logits.shape}: pass "
-                         "integer class indices (B,) or soft-label rows (B, num_classes)")
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y.astype(jnp.int32))
 
 
 def _check_batch(x: jax.Array, y: jax.Array) -> None:
@@ -347,7 +335,7 @@ def _fallback_sq(net: Network, variables: Variables, x, y, paths) -> jax.Array:
         params = variables["params"]
         for p, v in zip(paths, sub_vals):
             params = _set(params, p, v)
-        return per_example_loss(net.logits({**variables, "params": params}, xi[None]), yi[None])[0]
+        return cross_entropy(net.logits({**variables, "params": params}, xi[None]), yi[None])[0]
 
     grads = jax.vmap(jax.grad(loss_one), in_axes=(None, 0, 0))(sub, x, y)
     return sum(_sq(g) for g in grads)
@@ -397,7 +385,7 @@ def grad_sq_norms_by_param(net: Network, variables: Variables, x: jax.Array, y: 
 
     def loss_sum(perturb):
         logits, _, records, _ = _traced_apply(net, variables, x, {**zeros_all, **perturb})
-        return per_example_loss(logits, y).sum(), records
+        return cross_entropy(logits, y).sum(), records
 
     zeros_all = {k: jnp.zeros(s.shape, s.dtype) for k, s in shapes.items()}
     wrt = {k: zeros_all[k] for k in keys}
@@ -460,7 +448,7 @@ def grand_reference(net: Network, variables: Variables, x: jax.Array, y: jax.Arr
 
     def loss_one(params, xi, yi):
         logits = net.logits({**variables, "params": params}, xi[None])
-        return per_example_loss(logits, yi[None])[0]
+        return cross_entropy(logits, yi[None])[0]
 
     grads = jax.vmap(jax.grad(loss_one), in_axes=(None, 0, 0))(variables["params"], x, y)
     flat = jax.tree_util.tree_flatten_with_path(grads)[0]

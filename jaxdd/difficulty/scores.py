@@ -22,17 +22,12 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxdd.difficulty.gradnorm import per_example_loss
+from jaxdd.utils.labels import cross_entropy, hard_labels, label_rows
 
 
 def _targets(logits: jax.Array, y: jax.Array) -> jax.Array:
     """Label rows (B, C): one-hot for class indices, unchanged for soft labels."""
-    if y.ndim == logits.ndim:
-        return y.astype(logits.dtype)
-    if y.ndim != logits.ndim - 1:
-        raise ValueError(f"labels of shape {y.shape} do not fit logits of shape {logits.shape}: pass "
-                         "integer class indices (B,) or soft-label rows (B, num_classes)")
-    return jax.nn.one_hot(y, logits.shape[-1], dtype=logits.dtype)
+    return label_rows(y, logits.shape[-1], logits.ndim - 1, logits.dtype)
 
 
 def el2n(logits: jax.Array, y: jax.Array) -> jax.Array:
@@ -42,7 +37,7 @@ def el2n(logits: jax.Array, y: jax.Array) -> jax.Array:
 
 def loss_value(logits: jax.Array, y: jax.Array) -> jax.Array:
     """Cross-entropy ``ℓ(z, y)`` per example (the Prune-First-Distill-After score)."""
-    return per_example_loss(logits, y)
+    return cross_entropy(logits, y)
 
 
 def confidence_difficulty(logits: jax.Array, y: jax.Array) -> jax.Array:
@@ -52,8 +47,7 @@ def confidence_difficulty(logits: jax.Array, y: jax.Array) -> jax.Array:
 
 def misclassified(logits: jax.Array, y: jax.Array) -> jax.Array:
     """``1.0`` where ``argmax z`` differs from the label (argmax of soft rows), else ``0.0``."""
-    hard = _targets(logits, y).argmax(-1) if y.ndim == logits.ndim else y
-    return (logits.argmax(-1) != hard).astype(jnp.float32)
+    return (logits.argmax(-1) != hard_labels(y, logits.ndim - 1)).astype(jnp.float32)
 
 
 def misclassification_probability(ensemble_logits: jax.Array, y: jax.Array) -> jax.Array:

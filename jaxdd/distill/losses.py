@@ -21,8 +21,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxdd.difficulty import grad_norms, per_example_loss
+from jaxdd.difficulty import grad_norms
 from jaxdd.models import Network, Variables
+from jaxdd.utils.labels import cross_entropy
 
 METRICS = ("ours", "mse", "cos")
 SDC_MODES = ("mean", "batch")
@@ -82,14 +83,14 @@ def gradient_distance(g_syn: Any, g_real: Any, metric: str = "ours") -> jax.Arra
     return 1.0 - jnp.sum(vs * vr) / (safe_norm(vs) * safe_norm(vr) + EPS)
 
 
-def cross_entropy(net: Network, params: Any, variables: Variables, x: jax.Array, y: jax.Array,
-                  weights: jax.Array | None = None) -> jax.Array:
+def classifier_loss(net: Network, params: Any, variables: Variables, x: jax.Array, y: jax.Array,
+                    weights: jax.Array | None = None) -> jax.Array:
     """(Weighted) mean cross-entropy of ``net`` with ``params`` in inference mode.
 
     ``weights`` (n,) give ``Σ w_i ℓ_i / Σ w_i``; other collections (BatchNorm statistics) are
     taken from ``variables`` unchanged.
     """
-    losses = per_example_loss(net.logits({**variables, "params": params}, x), y)
+    losses = cross_entropy(net.logits({**variables, "params": params}, x), y)
     if weights is None:
         return jnp.mean(losses)
     return jnp.sum(weights * losses) / jnp.sum(weights)
@@ -121,14 +122,14 @@ def real_gradient(net: Network, variables: Variables, x: jax.Array, y: jax.Array
     params = variables["params"]
     x = jax.lax.stop_gradient(x)
     if chunk is None or chunk >= x.shape[0]:
-        g = jax.grad(cross_entropy, argnums=1)(net, params, variables, x, y, weights)
+        g = jax.grad(classifier_loss, argnums=1)(net, params, variables, x, y, weights)
     else:
         w = jnp.ones(x.shape[:1], jnp.float32) if weights is None else weights
 
         def part(batch):
             xc, yc, wc = batch
-            return jax.grad(lambda p: jnp.sum(wc * per_example_loss(net.logits({**variables, "params": p}, xc),
-                                                                    yc)))(params)
+            return jax.grad(lambda p: jnp.sum(wc * cross_entropy(net.logits({**variables, "params": p}, xc),
+                                                                 yc)))(params)
 
         total = jnp.sum(w)
         g = jax.tree.map(lambda a: a / total, chunked_sum(part, (x, y, w), chunk))
@@ -146,7 +147,7 @@ def class_gradient_match_loss(net: Network, variables: Variables, x_real: jax.Ar
     """
     params = variables["params"]
     g_real = real_gradient(net, variables, x_real, y_real, real_weights, real_chunk)
-    g_syn = jax.grad(cross_entropy, argnums=1)(net, params, variables, x_syn, y_syn)
+    g_syn = jax.grad(classifier_loss, argnums=1)(net, params, variables, x_syn, y_syn)
     return gradient_distance(g_syn, g_real, metric)
 
 
@@ -254,8 +255,8 @@ def sdc_penalty(net: Network, variables: Variables, x: jax.Array, y: jax.Array, 
     else:
         def mean_loss(params):
             if bn:
-                return jnp.mean(per_example_loss(net.apply({**variables, "params": params}, x, train=True)[0], y))
-            return cross_entropy(net, params, variables, x, y)
+                return jnp.mean(cross_entropy(net.apply({**variables, "params": params}, x, train=True)[0], y))
+            return classifier_loss(net, params, variables, x, y)
 
         g = jax.grad(mean_loss)(variables["params"])
         norms = safe_norm(jnp.concatenate([leaf.ravel() for leaf in jax.tree.leaves(g)]))

@@ -64,7 +64,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from jaxdd.augment import dsa
 from jaxdd.distill.losses import SDC_MODES, sdc_penalty
 from jaxdd.models import Network
-from jaxdd.train import cross_entropy, epoch_batches
+from jaxdd.train import epoch_batches
+from jaxdd.utils.labels import cross_entropy, is_soft
 from jaxdd.utils.mesh import DATA_AXIS
 
 MEMORY_MODES = ("unroll", "remat", "tesla")
@@ -149,7 +150,7 @@ class StudentStep:
 
     def loss(self, params: Any, consts: dict, x: jax.Array, y: jax.Array) -> jax.Array:
         logits, _ = self.net.apply({**consts["variables"], "params": params}, x, train=True)
-        return cross_entropy(logits, y)
+        return jnp.mean(cross_entropy(logits, y))
 
     def __call__(self, params: Any, z: dict, consts: dict, inp: tuple[jax.Array, jax.Array]):
         idx, key = inp
@@ -321,7 +322,7 @@ def trajectory_loss(net: Network, images: jax.Array, labels: jax.Array, syn_lr: 
         variables = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), variables)
     consts = {"variables": {k: v for k, v in variables.items() if k != "params"}}
     z = {"images": images, "lr": jnp.asarray(syn_lr, jnp.float32)}
-    if labels.ndim == 2:
+    if is_soft(labels):
         z["labels"] = labels.astype(jnp.float32)
     else:
         consts["labels"] = labels.astype(jnp.int32)

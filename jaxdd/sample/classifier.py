@@ -24,6 +24,7 @@ from jaxdd.models import Network, create_network
 from jaxdd.train import Trainer, TrainConfig, evaluate_accuracy, fit
 from jaxdd.utils.checkpoint import Checkpointer
 from jaxdd.utils.io import read_json, write_json
+from jaxdd.utils.labels import hard_labels
 
 DEFAULT_EPOCHS = 5
 
@@ -42,10 +43,7 @@ class DifficultyClassifier:
                desc: str = "score") -> np.ndarray:
         """Confidence difficulty of every image (N,) in [0, 1], averaged over the M models
         (:func:`jaxdd.difficulty.score_models` with ``confidence``)."""
-        labels = np.asarray(labels)
-        if labels.ndim == 2:
-            labels = labels.argmax(-1)
-        d = score_models(self.net, self.variables, images, labels, "confidence", batch_size=batch_size,
+        d = score_models(self.net, self.variables, images, hard_labels(np.asarray(labels)), "confidence", batch_size=batch_size,
                          progress=progress, desc=desc)
         return np.clip(d.mean(0), 0.0, 1.0)
 
