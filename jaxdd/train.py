@@ -20,7 +20,7 @@ running statistics. The momentum buffer starts at zero (so the first step is b =
 The loss is the mean cross-entropy :func:`jaxdd.utils.labels.cross_entropy`.
 
 **Schedule** (``TrainConfig.schedule``; η the base lr, ``E = config.epochs``; an optax
-piecewise-constant schedule over epochs, :meth:`TrainConfig.lr_schedule`):
+schedule over epochs, :meth:`TrainConfig.lr_schedule`):
 
 * ``"reference"`` (default): the DC/DSA/DM/MTT/DATM reference ``evaluate_synset``
   (VICO-UoE/DatasetCondensation and GeorgeCazenavette/mtt-distillation ``utils.py``): it loops
@@ -138,8 +138,8 @@ class TrainConfig:
         return None
 
     def lr_schedule(self, lr: Any) -> optax.Schedule:
-        """η_e as a function of the epoch e: ``lr`` times 0.1 from :attr:`decay_epoch` on
-        (``optax.piecewise_constant_schedule`` over epochs; ``lr`` a scalar or one per model)."""
+        """η_e as a function of the epoch e: ``lr`` until :attr:`decay_epoch`, ``0.1 lr`` from there
+        (``optax.join_schedules`` of two constant schedules; ``lr`` a scalar or one per model)."""
         lr, d = jnp.asarray(lr, jnp.float32), self.decay_epoch
         if d is None:
             return optax.constant_schedule(lr)
@@ -270,8 +270,9 @@ class Trainer:
         per_model = [_jit_init(self.net, k) for k in keys]
         variables = jax.tree.map(lambda *leaves: jnp.stack(leaves), *per_model)
         m = keys.shape[0]
-        state = TrainState(variables=variables, opt_state=self.config.optimizer(self.config.lr).init(variables["params"]),
-                           step=jnp.zeros((m,), jnp.int32), epoch=jnp.zeros((m,), jnp.int32))
+        opt_state = self.config.optimizer(self.config.lr).init(variables["params"])
+        state = TrainState(variables=variables, opt_state=opt_state, step=jnp.zeros((m,), jnp.int32),
+                           epoch=jnp.zeros((m,), jnp.int32))
         return replicate(state, self.mesh)
 
     # ------------------------------------------------------------------------------ single model

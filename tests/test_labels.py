@@ -48,7 +48,7 @@ def test_hard_and_soft_labels_rule():
 def test_label_errors_name_the_fix():
     with pytest.raises(ValueError, match="3 columns but there are 4 classes"):
         label_rows(np.ones((2, 3)) / 3, 4)
-    with pytest.raises(ValueError, match="neither class indices"):
+    with pytest.raises(ValueError, match="do not fit logits with 1 example axes"):
         label_rows(np.zeros((2, 3, 4)), 4)
     with pytest.raises(ValueError, match="do not fit logits"):
         cross_entropy(jnp.zeros((2, 3)), jnp.zeros((2, 3, 1)))

@@ -59,7 +59,8 @@ def test_optimizer_is_torch_sgd():
     hand = jax.jit(lambda p, g, b: torch_sgd(p, g, b, lr, mu, wd))
     po, so = params, cfg.optimizer(lr).init(params)
     pj, bj = params, jax.tree.map(np.zeros_like, params)
-    hand_p, hand_b = {k: v.astype(np.float64) for k, v in params.items()}, {k: np.zeros(v.shape) for k, v in params.items()}
+    hand_p = {k: v.astype(np.float64) for k, v in params.items()}
+    hand_b = {k: np.zeros(v.shape) for k, v in params.items()}
     for g in grads:
         po, so = step(po, g, so)
         pj, bj = hand(pj, g, bj)
@@ -155,7 +156,8 @@ def test_lr_schedule_is_the_step_function_bitwise():
     """The optax schedule gives exactly ``where(e >= decay_epoch, 0.1, 1) * lr`` (the former formula),
     jitted or not, for scalar and per-model lr."""
     e = jnp.arange(12)
-    for cfg in (TrainConfig(epochs=9), TrainConfig(epochs=9, schedule="half"), TrainConfig(epochs=9, schedule="constant")):
+    for cfg in (TrainConfig(epochs=9), TrainConfig(epochs=9, schedule="half"),
+                TrainConfig(epochs=9, schedule="constant")):
         d = cfg.decay_epoch if cfg.decay_epoch is not None else 10 ** 9
         for lr in (0.05, jnp.array([[0.013], [0.7]])):
             want = jnp.where(e >= d, 0.1, 1.0) * jnp.asarray(lr, jnp.float32)

@@ -42,8 +42,8 @@ def label_rows(labels: Any, num_classes: int, example_ndim: int = 1, dtype: Any 
                              "pass one probability row per example over all classes")
         return labels.astype(dtype)
     if labels.ndim != example_ndim:
-        raise ValueError(f"labels of shape {labels.shape} are neither class indices ({example_ndim} axes) nor "
-                         f"soft-label rows ({example_ndim + 1} axes)")
+        raise ValueError(f"labels of shape {labels.shape} do not fit logits with {example_ndim} example axes: pass "
+                         f"integer class indices ({example_ndim} axes) or soft-label rows ({example_ndim + 1} axes)")
     return jax.nn.one_hot(labels, num_classes, dtype=dtype)
 
 
