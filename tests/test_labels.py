@@ -26,6 +26,8 @@ def test_cross_entropy_hard_soft_and_leading_axes():
     np.testing.assert_allclose(cross_entropy(z[0], np.eye(5, dtype=np.float32)[y[0]]), cross_entropy(z[0], y[0]),
                                rtol=1e-6, atol=1e-6)
     assert cross_entropy(jnp.asarray(z, jnp.bfloat16), y).dtype == jnp.float32  # computed in float32
+    with jax.enable_x64(True):  # float64 logits keep float64 (finite-difference checks need it)
+        assert cross_entropy(jnp.asarray(z, jnp.float64), y).dtype == jnp.float64
     # the gradient w.r.t. the logits is softmax(z) - y
     g = jax.grad(lambda v: jnp.sum(cross_entropy(v, y[0])))(jnp.asarray(z[0]))
     p = np.exp(np.asarray(z[0], np.float64))

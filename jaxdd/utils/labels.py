@@ -9,7 +9,7 @@ Cross-entropy of logits ``z`` against label rows ``y`` (one-hot rows for hard la
 
     ℓ(z, y) = −Σ_c y_c log softmax(z)_c = logsumexp(z) − z_y   (hard label y)
 
-per example, in float32, by optax (``softmax_cross_entropy_with_integer_labels`` for class
+per example, in float32 at least (float64 stays float64), by optax (``softmax_cross_entropy_with_integer_labels`` for class
 indices, ``softmax_cross_entropy`` for rows); callers take the mean or a weighted mean.
 """
 
@@ -55,7 +55,7 @@ def cross_entropy(logits: jax.Array, labels: Any) -> jax.Array:
     if labels.ndim not in (logits.ndim, logits.ndim - 1):
         raise ValueError(f"labels of shape {labels.shape} do not fit logits of shape {logits.shape}: pass "
                          "integer class indices (B,) or soft-label rows (B, num_classes)")
-    logits = logits.astype(jnp.float32)
+    logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))  # bf16/f16 -> f32; f64 stays
     if is_soft(labels, logits.ndim - 1):
         return optax.softmax_cross_entropy(logits, label_rows(labels, logits.shape[-1], logits.ndim - 1))
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels.astype(jnp.int32))
