@@ -1,4 +1,4 @@
-"""Per-example difficulty scores (methods.md §1): fast exact per-example gradient norms (GraNd),
+"""Per-example difficulty scores (Paul et al., NeurIPS 2021): fast exact per-example gradient norms (GraNd),
 EL2N, loss value, confidence, misclassification probability, forgetting events, and drivers that
 score whole datasets with given models or a trained ensemble."""
 

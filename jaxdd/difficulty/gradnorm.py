@@ -425,7 +425,7 @@ def grad_norms(net: Network, variables: Variables, x: jax.Array, y: jax.Array, *
     """Exact per-example gradient norms ``||∇_θ ℓ(f_θ(x_i), y_i)||₂`` (GraNd), shape (B,).
 
     One forward + one batched backward pass plus per-layer products (module docstring).
-    ``layers="last"`` gives the cheap last-layer GraNd variant (methods.md §1); ``chunk_size``
+    ``layers="last"`` gives the cheap last-layer GraNd variant (Paul et al., NeurIPS 2021); ``chunk_size``
     see :func:`grad_sq_norms_by_param`.
     """
     sq = grad_sq_norms_by_param(net, variables, x, y, method=method, layers=layers, chunk_size=chunk_size)

@@ -1,11 +1,11 @@
-"""Per-example difficulty scores from logits, and the forgetting-events tracker (methods.md §1).
+"""Per-example difficulty scores from logits, and the forgetting-events tracker.
 
 All scores follow "easy = low". Labels are integer class indices (B,) or soft-label rows (B, C)
 (a one-hot row gives the same number as its class index).
 
 * EL2N (Paul et al., 2021): ``||softmax(z) − y||₂``.
 * Loss value (Prune First, Distill After; Moser et al., 2024): ``ℓ(z, y)`` (cross-entropy).
-* Confidence difficulty (DGS; Wang et al., 2024): ``1 − Σ_c y_c softmax(z)_c`` (= ``1 − p(y|x)``).
+* Confidence difficulty (DGS; Li et al., arXiv 2601.10090): ``1 − Σ_c y_c softmax(z)_c`` (= ``1 − p(y|x)``).
 * Misclassification (SDC's χ; Wang et al., 2024): ``1[argmax z ≠ argmax y]``; averaged over an
   ensemble it is the fraction of models that misclassify the example.
 * Forgetting events (Toneva et al., 2019): the number of times an example goes from correctly to

@@ -10,7 +10,7 @@ Sources: gradient matching and its per-output-channel distance, Zhao, Mopuri & B
 Condensation with Gradient Matching" (ICLR 2021, ``match_loss`` / ``distance_wb`` of the authors'
 code); distribution matching, Zhao & Bilen, "Dataset Condensation with Distribution Matching"
 (WACV 2023); SDC (sample difficulty correction), Wang et al., "Not All Samples Should Be Utilized
-Equally: Towards Understanding and Improving Dataset Distillation" (2024), spec section 4:
+Equally: Towards Understanding and Improving Dataset Distillation" (arXiv 2408.12483, 2024):
 ``L_match + λ · mean_i ‖∇_θ ℓ(f_θ(x̃_i), ỹ_i)‖₂``.
 """
 
@@ -234,7 +234,7 @@ def sdc_penalty(net: Network, variables: Variables, x: jax.Array, y: jax.Array, 
                 squared: bool = False, train: bool = False) -> jax.Array:
     """SDC's sample-difficulty penalty on a synthetic batch, with the matching loss's network state.
 
-    * ``mean``: ``mean_i ‖∇_θ ℓ(f_θ(x_i), y_i)‖₂`` (per-example GraNd; spec section 4);
+    * ``mean``: ``mean_i ‖∇_θ ℓ(f_θ(x_i), y_i)‖₂`` (per-example GraNd, as in the SDC paper);
     * ``batch``: ``‖∇_θ mean_i ℓ(f_θ(x_i), y_i)‖₂`` (norm of the batch gradient).
     ``squared`` uses ``‖·‖²`` instead of ``‖·‖``. The method adds ``λ ·`` this to its loss.
 
@@ -269,8 +269,8 @@ def difficulty_weights(scores: jax.Array, labels: jax.Array, num_classes: int,
 
     ``d`` is a difficulty score (easy = low, e.g. loss or GraNd); ``τ > 0`` favours easy examples,
     ``τ < 0`` hard ones, ``|τ| → ∞`` gives uniform weights. Scores are standardised per class
-    first (``(d - mean_c) / std_c``), so ``τ`` is in units of the class's score spread. The
-    allowed "difficulty-weighted losses" extension of spec section 4.
+    first (``(d - mean_c) / std_c``), so ``τ`` is in units of the class's score spread. An
+    extension of SDC (Wang et al. 2024): difficulty-weighted matching losses.
     """
     if temperature == 0:
         raise ValueError("difficulty-weight temperature must be non-zero (use a large value for uniform weights)")

@@ -1,4 +1,5 @@
-"""DC, DSA and DM as ``init`` / ``update`` pairs over a synthetic-image state (methods.md §3-4).
+"""DC, DSA and DM as ``init`` / ``update`` pairs over a synthetic-image state, with SDC
+(Wang et al. 2024, arXiv 2408.12483) as a plug-in.
 
 * **DC** (Zhao, Mopuri & Bilen, ICLR 2021): each iteration samples a fresh network; ``outer_loop``
   times: match per-class gradients of the real batch (``batch_real`` per class) and the synthetic

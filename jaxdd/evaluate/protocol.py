@@ -4,7 +4,8 @@ Accuracy of a training set S (distilled, random real or the full data) under a p
 (:mod:`jaxdd.evaluate.presets`): ``num_models`` freshly initialised networks are trained together on
 S with :mod:`jaxdd.train` and tested on ``dataset.x_test``; the result is the list of per-model test
 accuracies (in %) and their mean ± std (population std, ``np.std``, as the reference code). This is
-the protocol of DC/DSA/DM/MTT/DATM (methods.md §0); always report the random-real baseline (IPC
+the protocol of DC/DSA/DM/MTT/DATM (``evaluate_synset`` of VICO-UoE/DatasetCondensation and
+GeorgeCazenavette/mtt-distillation); always report the random-real baseline (IPC
 random real images per class) under the same preset next to a distilled set.
 
 ``lr-grid``: a held-out split of the real training data (``holdout_indices``: 10 % at random, at most

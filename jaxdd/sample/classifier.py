@@ -1,5 +1,5 @@
 """The DGS difficulty classifier: trained on the real data (or loaded), it scores pool and real
-images by confidence difficulty ``d = 1 - p(y|x)`` (``methods.md`` §1, §5).
+images by confidence difficulty ``d = 1 - p(y|x)`` (Li et al., arXiv 2601.10090).
 
 With M stacked models (``num_models``) the ensemble probability is used:
 ``d = 1 - (1/M) sum_m softmax(f_m(x))_y``. Training uses the one trainer, :mod:`jaxdd.train`.
