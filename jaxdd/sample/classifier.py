@@ -43,8 +43,8 @@ class DifficultyClassifier:
                desc: str = "score") -> np.ndarray:
         """Confidence difficulty of every image (N,) in [0, 1], averaged over the M models
         (:func:`jaxdd.difficulty.score_models` with ``confidence``)."""
-        d = score_models(self.net, self.variables, images, hard_labels(np.asarray(labels)), "confidence", batch_size=batch_size,
-                         progress=progress, desc=desc)
+        d = score_models(self.net, self.variables, images, hard_labels(np.asarray(labels)), "confidence",
+                         batch_size=batch_size, progress=progress, desc=desc)
         return np.clip(d.mean(0), 0.0, 1.0)
 
     def accuracy(self, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
