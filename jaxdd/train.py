@@ -281,20 +281,25 @@ class Trainer:
         """One SGD step of ONE model (no model axis) on batch ``xb, yb`` at step size ``lr``.
         DSA (``config.augment``) draws per-sample parameters from ``key``. Returns
         (variables, opt_state, {"loss", "acc"}); BatchNorm statistics are updated (train mode)."""
-        cfg = self.config
-        if cfg.augment:
+        grads, new_vars, metrics = self.model_grads(variables, xb, yb, key)
+        updates, opt_state = self.config.optimizer(lr).update(grads, opt_state, variables["params"])
+        return {**new_vars, "params": optax.apply_updates(variables["params"], updates)}, opt_state, metrics
+
+    def model_grads(self, variables: Variables, xb: jax.Array, yb: jax.Array, key: jax.Array):
+        """Gradient of the mean cross-entropy of ONE model on batch ``xb, yb`` (DSA from ``key``
+        when ``config.augment``). Returns (grads, variables with updated BatchNorm statistics,
+        {"loss", "acc"})."""
+        if self.config.augment:
             from jaxdd.augment import dsa
 
-            xb = dsa(key, xb, cfg.augment, siamese=False)
+            xb = dsa(key, xb, self.config.augment, siamese=False)
 
         def loss_fn(params):
             logits, new_vars = self.net.apply({**variables, "params": params}, xb, train=True)
             return jnp.mean(cross_entropy(logits, yb)), (logits, new_vars)
 
         (loss, (logits, new_vars)), grads = jax.value_and_grad(loss_fn, has_aux=True)(variables["params"])
-        updates, opt_state = cfg.optimizer(lr).update(grads, opt_state, variables["params"])
-        params = optax.apply_updates(variables["params"], updates)
-        return {**new_vars, "params": params}, opt_state, {"loss": loss, "acc": accuracy(logits, yb)}
+        return grads, new_vars, {"loss": loss, "acc": accuracy(logits, yb)}
 
     def _stacked_step(self, state: TrainState, xb: jax.Array, yb: jax.Array, keys: jax.Array,
                       base_lr: jax.Array) -> tuple[TrainState, dict]:

@@ -76,21 +76,11 @@ class _WrittenOutTrainer(Trainer):
     written out (:func:`torch_sgd`) on the momentum buffer instead of the optax chain."""
 
     def model_step(self, variables, opt_state, xb, yb, key, lr):
-        cfg = self.config
-        if cfg.augment:
-            from jaxdd.augment import dsa
-
-            xb = dsa(key, xb, cfg.augment, siamese=False)
-
-        def loss_fn(params):
-            logits, new_vars = self.net.apply({**variables, "params": params}, xb, train=True)
-            return jnp.mean(cross_entropy(logits, yb)), (logits, new_vars)
-
-        (loss, (logits, new_vars)), grads = jax.value_and_grad(loss_fn, has_aux=True)(variables["params"])
+        grads, new_vars, metrics = self.model_grads(variables, xb, yb, key)
         trace = opt_state[1][0]
-        params, buf = torch_sgd(variables["params"], grads, trace.trace, lr, cfg.momentum, cfg.weight_decay)
-        opt_state = (opt_state[0], (trace._replace(trace=buf), opt_state[1][1]))
-        return {**new_vars, "params": params}, opt_state, {"loss": loss, "acc": accuracy(logits, yb)}
+        params, buf = torch_sgd(variables["params"], grads, trace.trace, lr, self.config.momentum,
+                                self.config.weight_decay)
+        return {**new_vars, "params": params}, (opt_state[0], (trace._replace(trace=buf), opt_state[1][1])), metrics
 
 
 @pytest.mark.parametrize("loop", ["models", "steps", "scan"])
