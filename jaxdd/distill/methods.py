@@ -283,8 +283,8 @@ class GradientMatching(_ImageMethod):
 
         def step(carry, inp):
             idx, k_step = inp
-            v, buf, _ = trainer.model_step(*carry, images[idx], labels[idx], k_step, lr)
-            return (v, buf), None
+            v, opt_state, _ = trainer.model_step(*carry, images[idx], labels[idx], k_step, lr)
+            return (v, opt_state), None
 
         def epoch(carry, k):
             k_perm, k_aug = jax.random.split(k)
@@ -295,8 +295,8 @@ class GradientMatching(_ImageMethod):
                 carry = step(carry, (epoch_tail(k_perm, n, b), aug[-1]))[0]
             return carry, None
 
-        buf = jax.tree.map(jnp.zeros_like, variables["params"])
-        (variables, _), _ = jax.lax.scan(epoch, (variables, buf), jax.random.split(key, self.config.inner_loop))
+        opt_state = trainer.config.optimizer(lr).init(variables["params"])
+        (variables, _), _ = jax.lax.scan(epoch, (variables, opt_state), jax.random.split(key, self.config.inner_loop))
         return variables
 
     def set_batch_stats(self, variables, x_real: jax.Array):
