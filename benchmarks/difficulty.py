@@ -38,6 +38,7 @@ METHODS = ("train-step", "fast-auto", "fast-direct", "fast-ghost", "last-layer",
 def build(method: str, net, variables, x, y):
     """(callable taking no args that runs once and blocks, compiled memory bytes, output norms or None)."""
     from jaxdd.difficulty import gradnorm as G
+    from jaxdd.utils.labels import cross_entropy
     from jaxdd.train import TrainConfig, Trainer
 
     if method == "train-step":
@@ -55,7 +56,7 @@ def build(method: str, net, variables, x, y):
         return (lambda: jax.block_until_ready(trainer.train_step(st, xb, yb, key))), memory, None
     if method == "loop":
         def one(v, xi, yi):
-            g = jax.grad(lambda p: G.per_example_loss(net.logits({**v, "params": p}, xi[None]), yi[None])[0])(v["params"])
+            g = jax.grad(lambda p: cross_entropy(net.logits({**v, "params": p}, xi[None]), yi[None])[0])(v["params"])
             return jnp.sqrt(sum(jnp.sum(l ** 2) for l in jax.tree.leaves(g)))
         compiled = jax.jit(one).lower(variables, x[0], y[0]).compile()
 

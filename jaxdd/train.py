@@ -10,14 +10,17 @@ parameters after every epoch) and DGS's difficulty classifier::
     acc = evaluate_accuracy(net, state.variables, x_test, y_test)   # (M,)
 
 **Update** (PyTorch ``torch.optim.SGD`` with momentum μ, dampening 0, weight decay λ, as in the
-DC/DSA/MTT reference evaluation code)::
+DC/DSA/MTT reference evaluation code), the optax chain :meth:`TrainConfig.optimizer`
+``add_decayed_weights(λ)``, ``trace(μ)``, ``scale_by_learning_rate(η_e)``::
 
     d = g + λ θ;   b ← μ b + d;   θ ← θ − η_e b
 
 Weight decay applies to every parameter (kernels, biases, norm scales), never to BatchNorm
 running statistics. The momentum buffer starts at zero (so the first step is b = d, as PyTorch).
+The loss is the mean cross-entropy :func:`jaxdd.utils.labels.cross_entropy`.
 
-**Schedule** (``TrainConfig.schedule``; η the base lr, ``E = config.epochs``):
+**Schedule** (``TrainConfig.schedule``; η the base lr, ``E = config.epochs``; an optax
+schedule over epochs, :meth:`TrainConfig.lr_schedule`):
 
 * ``"reference"`` (default): the DC/DSA/DM/MTT/DATM reference ``evaluate_synset``
   (VICO-UoE/DatasetCondensation and GeorgeCazenavette/mtt-distillation ``utils.py``): it loops
@@ -75,9 +78,11 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxdd.models.network import Network, Variables
+from jaxdd.utils.labels import cross_entropy, hard_labels, is_soft, label_rows
 from jaxdd.utils.mesh import DATA_AXIS, MODELS_AXIS, axis_size, place_models, replicate, shard_batch
 
 LAST_BATCH = ("short", "wrap", "drop")
@@ -135,12 +140,24 @@ class TrainConfig:
             return self.epochs // 2
         return None
 
-    def lr_at(self, lr: Any, epoch: Any) -> jax.Array:
-        """η_e: ``lr`` times 0.1 from :attr:`decay_epoch` on."""
-        d = self.decay_epoch
+    def lr_schedule(self, lr: Any) -> optax.Schedule:
+        """η_e as a function of the epoch e: ``lr`` until :attr:`decay_epoch`, ``0.1 lr`` from there
+        (``optax.join_schedules`` of two constant schedules; ``lr`` a scalar or one per model)."""
+        lr, d = jnp.asarray(lr, jnp.float32), self.decay_epoch
         if d is None:
-            return jnp.asarray(lr, jnp.float32) * jnp.ones_like(epoch, jnp.float32)
-        return jnp.where(jnp.asarray(epoch) >= d, 0.1, 1.0) * jnp.asarray(lr, jnp.float32)
+            return optax.constant_schedule(lr)
+        return optax.join_schedules([optax.constant_schedule(lr), optax.constant_schedule(0.1 * lr)], [d])
+
+    def lr_at(self, lr: Any, epoch: Any) -> jax.Array:
+        """η_e at ``epoch`` (:meth:`lr_schedule`), broadcast against ``epoch``."""
+        return self.lr_schedule(lr)(jnp.asarray(epoch)) * jnp.ones_like(epoch, jnp.float32)
+
+    def optimizer(self, lr: Any) -> optax.GradientTransformation:
+        """PyTorch SGD at step size ``lr`` as optax: ``add_decayed_weights(λ)`` then
+        ``sgd(lr, momentum=μ)`` (= ``trace(μ)``, ``scale_by_learning_rate(lr)``): d = g + λθ,
+        b ← μb + d, θ ← θ − lr·b. Its state (the buffer b) does not depend on ``lr``, so the trainer
+        builds it once per step at that epoch's η_e (as PyTorch sets ``param_group["lr"]``)."""
+        return optax.chain(optax.add_decayed_weights(self.weight_decay), optax.sgd(lr, momentum=self.momentum))
 
     def resets_momentum(self, epoch: Any) -> jax.Array:
         """Whether the momentum buffer is zeroed before ``epoch`` (the reference re-creates its
@@ -155,7 +172,7 @@ class TrainState(NamedTuple):
     """M stacked models: every leaf has a leading model axis."""
 
     variables: Variables  # {"params": ..., ["batch_stats": ...]}
-    opt_state: Any  # SGD momentum buffer, same structure as variables["params"]
+    opt_state: Any  # optax state of TrainConfig.optimizer: the SGD momentum buffer
     step: jax.Array  # (M,) int32 optimiser steps taken
     epoch: jax.Array  # (M,) int32 epochs completed
 
@@ -172,29 +189,10 @@ class TrainState(NamedTuple):
         return jax.tree.map(lambda a: a[i], self.variables)
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Mean cross-entropy. ``labels`` are int class indices (N,) or probability rows (N, C):
-    soft CE = −(1/N) Σ_n Σ_c y_nc log softmax(z_n)_c (DATM's evaluation loss on soft labels)."""
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    if labels.ndim == logits.ndim:
-        return -jnp.mean(jnp.sum(labels * logp, axis=-1))
-    return -jnp.mean(jnp.take_along_axis(logp, labels[..., None].astype(jnp.int32), axis=-1))
-
-
 def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """Fraction of argmax predictions equal to the labels (argmax of soft-label rows), over the
     example axis: logits (..., N, C) -> (...)."""
-    labels = jnp.asarray(labels)
-    hard = labels.argmax(-1) if labels.ndim == logits.ndim else labels
-    return jnp.mean(logits.argmax(-1) == hard, axis=-1)
-
-
-def sgd_update(params: Any, grads: Any, buf: Any, lr: Any, momentum: float, weight_decay: float):
-    """One PyTorch-SGD step: ``d = g + λθ; b = μb + d; θ = θ − ηb``. Returns (params, buf)."""
-    d = jax.tree.map(lambda g, p: g + weight_decay * p, grads, params)
-    buf = jax.tree.map(lambda b, di: momentum * b + di, buf, d)
-    params = jax.tree.map(lambda p, b: p - lr * b, params, buf)
-    return params, buf
+    return jnp.mean(logits.argmax(-1) == hard_labels(jnp.asarray(labels), logits.ndim - 1), axis=-1)
 
 
 def epoch_batches(key: jax.Array, n: int, batch_size: int, last_batch: str = "wrap") -> jax.Array:
@@ -275,29 +273,36 @@ class Trainer:
         per_model = [_jit_init(self.net, k) for k in keys]
         variables = jax.tree.map(lambda *leaves: jnp.stack(leaves), *per_model)
         m = keys.shape[0]
-        state = TrainState(variables=variables, opt_state=jax.tree.map(jnp.zeros_like, variables["params"]),
-                           step=jnp.zeros((m,), jnp.int32), epoch=jnp.zeros((m,), jnp.int32))
+        opt_state = self.config.optimizer(self.config.lr).init(variables["params"])
+        state = TrainState(variables=variables, opt_state=opt_state, step=jnp.zeros((m,), jnp.int32),
+                           epoch=jnp.zeros((m,), jnp.int32))
         return place_models(state, self.mesh)
 
     # ------------------------------------------------------------------------------ single model
-    def model_step(self, variables: Variables, buf: Any, xb: jax.Array, yb: jax.Array, key: jax.Array,
+    def model_step(self, variables: Variables, opt_state: Any, xb: jax.Array, yb: jax.Array, key: jax.Array,
                    lr: jax.Array):
         """One SGD step of ONE model (no model axis) on batch ``xb, yb`` at step size ``lr``.
         DSA (``config.augment``) draws per-sample parameters from ``key``. Returns
-        (variables, buf, {"loss", "acc"}); BatchNorm statistics are updated (train mode)."""
-        cfg = self.config
-        if cfg.augment:
+        (variables, opt_state, {"loss", "acc"}); BatchNorm statistics are updated (train mode)."""
+        grads, new_vars, metrics = self.model_grads(variables, xb, yb, key)
+        updates, opt_state = self.config.optimizer(lr).update(grads, opt_state, variables["params"])
+        return {**new_vars, "params": optax.apply_updates(variables["params"], updates)}, opt_state, metrics
+
+    def model_grads(self, variables: Variables, xb: jax.Array, yb: jax.Array, key: jax.Array):
+        """Gradient of the mean cross-entropy of ONE model on batch ``xb, yb`` (DSA from ``key``
+        when ``config.augment``). Returns (grads, variables with updated BatchNorm statistics,
+        {"loss", "acc"})."""
+        if self.config.augment:
             from jaxdd.augment import dsa
 
-            xb = dsa(key, xb, cfg.augment, siamese=False)
+            xb = dsa(key, xb, self.config.augment, siamese=False)
 
         def loss_fn(params):
             logits, new_vars = self.net.apply({**variables, "params": params}, xb, train=True)
-            return cross_entropy(logits, yb), (logits, new_vars)
+            return jnp.mean(cross_entropy(logits, yb)), (logits, new_vars)
 
         (loss, (logits, new_vars)), grads = jax.value_and_grad(loss_fn, has_aux=True)(variables["params"])
-        params, buf = sgd_update(variables["params"], grads, buf, lr, cfg.momentum, cfg.weight_decay)
-        return {**new_vars, "params": params}, buf, {"loss": loss, "acc": accuracy(logits, yb)}
+        return grads, new_vars, {"loss": loss, "acc": accuracy(logits, yb)}
 
     def _stacked_step(self, state: TrainState, xb: jax.Array, yb: jax.Array, keys: jax.Array,
                       base_lr: jax.Array) -> tuple[TrainState, dict]:
@@ -311,8 +316,8 @@ class Trainer:
             xb = jax.lax.with_sharding_constraint(xb, spec)
             yb = jax.lax.with_sharding_constraint(yb, spec)
         lr = self.config.lr_at(base_lr, state.epoch)
-        variables, buf, metrics = jax.vmap(self.model_step)(state.variables, state.opt_state, xb, yb, keys, lr)
-        return TrainState(variables, buf, state.step + 1, state.epoch), metrics
+        variables, opt_state, metrics = jax.vmap(self.model_step)(state.variables, state.opt_state, xb, yb, keys, lr)
+        return TrainState(variables, opt_state, state.step + 1, state.epoch), metrics
 
     # ------------------------------------------------------------------------------ public API
     def train_step(self, state: TrainState, xb: Any, yb: Any, key: jax.Array, lr: Any = None):
@@ -378,7 +383,7 @@ class Trainer:
                              f"{self.net.name!r}, got {x.shape}")
         if y.shape[:batch_axes] != x.shape[:batch_axes]:
             raise ValueError(f"need one label per image: images {x.shape}, labels {y.shape}")
-        soft = y.ndim == batch_axes + 1
+        soft = is_soft(y, batch_axes)
         if soft and y.shape[-1] != self.net.num_classes:
             raise ValueError(f"soft labels have {y.shape[-1]} columns but the network has {self.net.num_classes} "
                              "classes")
@@ -396,7 +401,7 @@ class Trainer:
                 raise ValueError(f"labels must lie in [0, {self.net.num_classes}) for a {self.net.num_classes}-class "
                                  f"network, got [{int(y.min())}, {int(y.max())}]")
             if self.config.soft_labels:  # one-hot rows: soft CE equals hard CE on them
-                y = jax.nn.one_hot(y, self.net.num_classes, dtype=jnp.float32)
+                y = label_rows(y, self.net.num_classes, batch_axes)
         else:
             y = y.astype(jnp.float32)
         return x, y
@@ -414,11 +419,13 @@ def _plan(keys: jax.Array, n: int, b: int, steps: int, last_batch: str):
 
 
 def _begin_epoch(trainer: Trainer, state: TrainState) -> TrainState:
-    """Zero the momentum buffer of the models whose next epoch is the reference decay epoch."""
+    """A fresh optimiser state (zero momentum) for the models whose next epoch is the reference
+    decay epoch (the reference re-creates its optimiser there)."""
     reset = trainer.config.resets_momentum(state.epoch)  # (M,)
-    buf = jax.tree.map(lambda v: jnp.where(reset.reshape((-1,) + (1,) * (v.ndim - 1)), jnp.zeros_like(v), v),
-                       state.opt_state)
-    return state._replace(opt_state=buf)
+    fresh = trainer.config.optimizer(trainer.config.lr).init(state.variables["params"])
+    opt_state = jax.tree.map(lambda f, v: jnp.where(reset.reshape((-1,) + (1,) * (v.ndim - 1)), f, v),
+                             fresh, state.opt_state)
+    return state._replace(opt_state=opt_state)
 
 
 def _weighted_metrics(metrics: dict, sizes: list[int]) -> dict:

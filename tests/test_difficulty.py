@@ -10,12 +10,13 @@ from jaxdd.difficulty import gradnorm as G
 from jaxdd.models import create_network
 from jaxdd.models.layers import Conv, Dense, Norm
 from jaxdd.models.network import Network
+from jaxdd.utils.labels import cross_entropy
 
 
 def loop_norms(net, variables, x, y):
     """Independent reference: one jax.grad per example in a Python loop, norms in NumPy (float64)."""
     def loss(params, xi, yi):
-        return G.per_example_loss(net.logits({**variables, "params": params}, xi), yi)[0]
+        return cross_entropy(net.logits({**variables, "params": params}, xi), yi)[0]
 
     grad = jax.jit(jax.grad(loss))
     out = []
@@ -28,7 +29,7 @@ def loop_norms(net, variables, x, y):
 def ref_sq_by_param(net, variables, x, y):
     """Independent reference per parameter: vmap(grad) per-example gradients, squared norms in float64."""
     def loss(params, xi, yi):
-        return G.per_example_loss(net.logits({**variables, "params": params}, xi[None]), yi[None])[0]
+        return cross_entropy(net.logits({**variables, "params": params}, xi[None]), yi[None])[0]
 
     grads = jax.jit(jax.vmap(jax.grad(loss), in_axes=(None, 0, 0)))(variables["params"], x, y)
     flat = jax.tree_util.tree_flatten_with_path(grads)[0]

@@ -101,7 +101,7 @@ def test_per_example_norms_equal_single_example_loop(tiny_net):
     x = jnp.asarray(r.normal(size=(4, 8, 8, 1)), jnp.float32)
     y = jnp.array([0, 1, 2, 1])
     fast = np.asarray(jax.jit(L.per_example_grad_norms, static_argnums=0)(net, v, x, y))
-    one = jax.jit(lambda xi, yi: jax.grad(L.cross_entropy, argnums=1)(net, v["params"], v, xi, yi))
+    one = jax.jit(lambda xi, yi: jax.grad(L.classifier_loss, argnums=1)(net, v["params"], v, xi, yi))
     for i in range(4):
         g = one(x[i:i + 1], y[i:i + 1])
         slow = np.sqrt(sum(float(jnp.sum(t ** 2)) for t in jax.tree.leaves(g)))
@@ -116,7 +116,7 @@ def test_sdc_penalty_modes(tiny_net):
     norms = np.asarray(grad_norms(net, v, x, y))  # the difficulty module's fast exact norms
     assert float(L.sdc_penalty(net, v, x, y, "mean")) == pytest.approx(norms.mean(), rel=1e-5)
     assert float(L.sdc_penalty(net, v, x, y, "mean", squared=True)) == pytest.approx((norms ** 2).mean(), rel=1e-5)
-    g = jax.grad(L.cross_entropy, argnums=1)(net, v["params"], v, x, y)
+    g = jax.grad(L.classifier_loss, argnums=1)(net, v["params"], v, x, y)
     batch = np.sqrt(sum(float(jnp.sum(t ** 2)) for t in jax.tree.leaves(g)))
     assert float(L.sdc_penalty(net, v, x, y, "batch")) == pytest.approx(batch, rel=1e-5)
     assert batch < norms.mean()  # triangle inequality

@@ -107,7 +107,7 @@ def _slow_matching_step(method, state, real, variables, x_real, w, k_aug):
         if cfg.sdc:
             norms = []
             for xs, yc in zip(jnp.concatenate(flat_syn), state.labels):
-                g = jax.grad(losses.cross_entropy, argnums=1)(net, variables["params"], variables, xs[None], yc[None])
+                g = jax.grad(losses.classifier_loss, argnums=1)(net, variables["params"], variables, xs[None], yc[None])
                 norms.append(jnp.sqrt(sum(jnp.sum(t ** 2) for t in jax.tree.leaves(g))))
             loss = loss + cfg.sdc * jnp.mean(jnp.stack(norms))
         return loss

@@ -8,7 +8,7 @@ import pytest
 
 import jaxdd.experts.training as training
 from jaxdd.data.dataset import from_arrays
-from jaxdd.experts import ExpertBuffer, ExpertConfig, flatten_params, train_experts, unflatten_params
+from jaxdd.experts import ExpertBuffer, ExpertConfig, params_to_vector, train_experts, vector_to_params
 from jaxdd.models import create_network
 from jaxdd.utils.mesh import data_mesh
 
@@ -43,15 +43,15 @@ def test_buffer_layout_and_streaming(tiny, buffer):
         assert isinstance(traj, np.memmap) and traj.shape == (3, buffer.num_params) and traj.dtype == np.float32
         # row 0 is the initialisation of expert i: net.init(fold_in(fold_in(key(seed), i), 0))
         init = net.init(jax.random.fold_in(jax.random.fold_in(jax.random.key(0), i), 0))["params"]
-        np.testing.assert_allclose(traj[0], flatten_params(init), rtol=1e-6)
+        np.testing.assert_allclose(traj[0], params_to_vector(init), rtol=1e-6)
         assert not np.allclose(traj[1], traj[0]) and not np.allclose(traj[2], traj[1])
     np.testing.assert_array_equal(buffer.flat(1, 2), np.load(buffer.path / "expert_00001.npy")[2])
     pair = buffer.pair(np.int32(2), np.int32(0), 2)
     np.testing.assert_array_equal(pair, np.load(buffer.path / "expert_00002.npy")[[0, 2]])
     params = buffer.params(0, 1, net)
     assert jax.tree.structure(params) == jax.tree.structure(net.init(jax.random.key(0))["params"])
-    np.testing.assert_array_equal(flatten_params(params), buffer.flat(0, 1))
-    np.testing.assert_array_equal(flatten_params(unflatten_params(buffer.flat(0, 1), net)), buffer.flat(0, 1))
+    np.testing.assert_array_equal(params_to_vector(params), buffer.flat(0, 1))
+    np.testing.assert_array_equal(params_to_vector(vector_to_params(buffer.flat(0, 1), net)), buffer.flat(0, 1))
     index = json.loads((buffer.path / "buffer.json").read_text())
     assert index["train"]["lr"] == 0.01 and index["train"]["momentum"] == 0.0 and index["train"]["augment"]
     assert [e["index"] for e in index["experts"]] == [0, 1, 2]

@@ -12,8 +12,8 @@ import pytest
 from jaxdd.models import create_network
 from jaxdd.models.layers import Dense
 from jaxdd.models.network import Network
-from jaxdd.train import (TrainConfig, Trainer, accuracy, cross_entropy, epoch_batches, evaluate_accuracy, fit,
-                         predict_logits, sgd_update)
+from jaxdd.train import TrainConfig, Trainer, accuracy, epoch_batches, evaluate_accuracy, fit, predict_logits
+from jaxdd.utils.labels import cross_entropy
 from jaxdd.utils.mesh import data_mesh
 
 tree_close = lambda a, b, **kw: jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, **kw), a, b)  # noqa: E731
@@ -39,25 +39,68 @@ def toy_data(n=20, shape=(8, 8, 1), classes=2, seed=0):
 
 
 # ------------------------------------------------------------------------------------ SGD update
-def test_sgd_update_matches_numpy_and_optax():
+def torch_sgd(params, grads, buf, lr, momentum, weight_decay):
+    """torch.optim.SGD (dampening 0), written out: d = g + λθ; b = μb + d; θ = θ − ηb."""
+    d = jax.tree.map(lambda g, p: g + weight_decay * p, grads, params)
+    buf = jax.tree.map(lambda b, di: momentum * b + di, buf, d)
+    return jax.tree.map(lambda p, b: p - lr * b, params, buf), buf
+
+
+def test_optimizer_is_torch_sgd():
+    """TrainConfig.optimizer (optax) against torch SGD by hand in float64, and bit for bit against
+    the same update written out in jnp (one jitted update each)."""
     r = np.random.default_rng(1)
     params = {"w": r.normal(size=(3, 2)).astype(np.float32), "b": r.normal(size=(2,)).astype(np.float32)}
     grads = [jax.tree.map(lambda p: r.normal(size=p.shape).astype(np.float32), params) for _ in range(3)]
     lr, mu, wd = 0.1, 0.9, 5e-3
-    p, buf = params, jax.tree.map(np.zeros_like, params)
-    tx = optax.chain(optax.add_decayed_weights(wd), optax.sgd(lr, momentum=mu))
-    po, so = params, tx.init(params)
-    hand_p, hand_b = {k: v.copy() for k, v in params.items()}, {k: np.zeros_like(v) for k, v in params.items()}
+    cfg = TrainConfig(lr=lr, momentum=mu, weight_decay=wd)
+    step = jax.jit(lambda p, g, s: (lambda u_s: (optax.apply_updates(p, u_s[0]), u_s[1]))(
+        cfg.optimizer(lr).update(g, s, p)))
+    hand = jax.jit(lambda p, g, b: torch_sgd(p, g, b, lr, mu, wd))
+    po, so = params, cfg.optimizer(lr).init(params)
+    pj, bj = params, jax.tree.map(np.zeros_like, params)
+    hand_p = {k: v.astype(np.float64) for k, v in params.items()}
+    hand_b = {k: np.zeros(v.shape) for k, v in params.items()}
     for g in grads:
-        p, buf = sgd_update(p, g, buf, lr, mu, wd)
-        upd, so = tx.update(g, so, po)
-        po = optax.apply_updates(po, upd)
-        for k in hand_p:  # PyTorch SGD: d = g + wd p; b = mu b + d; p -= lr b
-            d = g[k] + wd * hand_p[k]
-            hand_b[k] = mu * hand_b[k] + d
+        po, so = step(po, g, so)
+        pj, bj = hand(pj, g, bj)
+        for k in hand_p:  # PyTorch SGD in float64
+            hand_b[k] = mu * hand_b[k] + g[k] + wd * hand_p[k]
             hand_p[k] = hand_p[k] - lr * hand_b[k]
-    tree_close(p, hand_p, rtol=1e-5, atol=1e-6)
-    tree_close(po, hand_p, rtol=1e-5, atol=1e-6)
+    jax.tree.map(np.testing.assert_array_equal, po, pj)
+    tree_close(po, hand_p, rtol=1e-5, atol=1e-6)  # float32 vs float64 over 3 steps of values ~1
+
+
+class _WrittenOutTrainer(Trainer):
+    """The trainer with its former hand-written step: the same loss and gradient, then torch SGD
+    written out (:func:`torch_sgd`) on the momentum buffer instead of the optax chain."""
+
+    def model_step(self, variables, opt_state, xb, yb, key, lr):
+        grads, new_vars, metrics = self.model_grads(variables, xb, yb, key)
+        trace = opt_state[1][0]
+        params, buf = torch_sgd(variables["params"], grads, trace.trace, lr, self.config.momentum,
+                                self.config.weight_decay)
+        return {**new_vars, "params": params}, (opt_state[0], (trace._replace(trace=buf), opt_state[1][1])), metrics
+
+
+@pytest.mark.parametrize("loop", ["models", "steps", "scan"])
+def test_optax_sgd_and_schedule_bit_identical_to_written_out_sgd(loop):
+    """A few epochs of the reference schedule (lr x0.1 and a zeroed momentum at epoch 3, short last
+    batch, BatchNorm, weight decay, per-model lr) give the same bits as torch SGD written out."""
+    net = create_network("convnet-d1-w8-bn", num_classes=3, input_shape=(8, 8, 1))
+    x, y = toy_data(n=11, classes=3)
+    cfg = TrainConfig(lr=0.05, batch_size=4, epochs=3)  # 4 epochs: 3 steps each (4 + 4 + 3)
+    assert cfg.total_epochs == 4 and cfg.decay_epoch == 3
+    keys = jax.random.split(jax.random.key(21), 2)
+    lr = jnp.array([0.05, 0.02])
+    runs = []
+    for cls in (Trainer, _WrittenOutTrainer):
+        tr = cls(net, cfg, loop=loop)
+        runs.append(fit(tr, tr.init(keys), x, y, keys, lr=lr, progress=False))
+    (new, hist_new), (old, hist_old) = runs
+    jax.tree.map(np.testing.assert_array_equal, new, old)
+    np.testing.assert_array_equal(np.stack([h["loss"] for h in hist_new]), np.stack([h["loss"] for h in hist_old]))
+    assert int(new.step[0]) == 12 and np.all(np.asarray(new.opt_state[1][0].trace["classifier"]["kernel"]) != 0)
 
 
 def test_train_step_equals_hand_written_linear_update():
@@ -99,6 +142,19 @@ def test_lr_decay_at_half():
     np.testing.assert_allclose(cfg.lr_at(jnp.array([1.0, 2.0]), jnp.array([0, 3])), [1.0, 0.2], rtol=1e-6)
 
 
+def test_lr_schedule_is_the_step_function_bitwise():
+    """The optax schedule gives exactly ``where(e >= decay_epoch, 0.1, 1) * lr`` (the former formula),
+    jitted or not, for scalar and per-model lr."""
+    e = jnp.arange(12)
+    for cfg in (TrainConfig(epochs=9), TrainConfig(epochs=9, schedule="half"),
+                TrainConfig(epochs=9, schedule="constant")):
+        d = cfg.decay_epoch if cfg.decay_epoch is not None else 10 ** 9
+        for lr in (0.05, jnp.array([[0.013], [0.7]])):
+            want = jnp.where(e >= d, 0.1, 1.0) * jnp.asarray(lr, jnp.float32)
+            np.testing.assert_array_equal(cfg.lr_at(lr, e), want)
+            np.testing.assert_array_equal(jax.jit(cfg.lr_at)(lr, e), want)
+
+
 def test_decay_applied_in_training():
     """Full-batch gradient descent (no momentum/wd): epoch e moves the weights by lr_e * grad."""
     net = linear_net()
@@ -106,7 +162,7 @@ def test_decay_applied_in_training():
     cfg = TrainConfig(lr=0.2, momentum=0.0, weight_decay=0.0, batch_size=6, epochs=4, schedule="half")
     tr = Trainer(net, cfg)
     state = tr.init(jax.random.key(0), 1)
-    grad_fn = jax.grad(lambda p: cross_entropy(net.logits({"params": p}, jnp.asarray(x)), jnp.asarray(y)))
+    grad_fn = jax.grad(lambda p: jnp.mean(cross_entropy(net.logits({"params": p}, jnp.asarray(x)), jnp.asarray(y))))
     for e, lr in enumerate([0.2, 0.2, 0.02, 0.02]):
         before = state.model_variables(0)["params"]
         g = grad_fn(before)
@@ -135,15 +191,15 @@ def test_soft_cross_entropy_equals_hard_for_one_hot():
     r = np.random.default_rng(4)
     logits = jnp.asarray(r.normal(size=(7, 5)).astype(np.float32))
     y = jnp.asarray(r.integers(0, 5, size=7))
-    hard = cross_entropy(logits, y)
-    soft = cross_entropy(logits, jax.nn.one_hot(y, 5))
+    hard = jnp.mean(cross_entropy(logits, y))
+    soft = jnp.mean(cross_entropy(logits, jax.nn.one_hot(y, 5)))
     z = np.asarray(logits, np.float64)
     ref = np.mean(np.log(np.exp(z).sum(1)) - z[np.arange(7), np.asarray(y)])
     np.testing.assert_allclose(hard, ref, rtol=1e-5)
     np.testing.assert_allclose(soft, ref, rtol=1e-5)
     q = r.dirichlet(np.ones(5), size=7)  # genuinely soft rows
     ref_soft = np.mean(-(q * (z - np.log(np.exp(z).sum(1, keepdims=True)))).sum(1))
-    np.testing.assert_allclose(cross_entropy(logits, jnp.asarray(q, jnp.float32)), ref_soft, rtol=1e-5)
+    np.testing.assert_allclose(jnp.mean(cross_entropy(logits, jnp.asarray(q, jnp.float32))), ref_soft, rtol=1e-5)
     # a fraction k/7 in float32 is only within 6e-8 relative (numpy's default rtol 1e-7 is too tight)
     np.testing.assert_allclose(accuracy(logits, jnp.asarray(q)), np.mean(z.argmax(1) == q.argmax(1)), rtol=1e-6)
 
@@ -179,7 +235,7 @@ def bn_run():
 
 def _loss(net, params, variables, xb, yb):
     logits, new_v = net.apply({**variables, "params": params}, xb, train=True)
-    return cross_entropy(logits, yb), new_v
+    return jnp.mean(cross_entropy(logits, yb)), new_v
 
 
 def test_vmapped_models_equal_python_loop(bn_run):
@@ -352,7 +408,7 @@ def test_dsa_augmentation_follows_the_key_contract():
                    progress=False)
     kernel = lambda st: st.variables["params"]["Dense_0"]["kernel"]  # noqa: E731
     assert not np.allclose(kernel(state), kernel(plain))  # augmentation changed the training
-    grad_fn = jax.jit(jax.grad(lambda p, xb, yb: cross_entropy(net.logits({"params": p}, xb), yb)))
+    grad_fn = jax.jit(jax.grad(lambda p, xb, yb: jnp.mean(cross_entropy(net.logits({"params": p}, xb), yb))))
     for i in (1,):  # the second model: its keys are keys[1]
         params = net.init(keys[i])["params"]
         buf = jax.tree.map(jnp.zeros_like, params)
@@ -361,8 +417,8 @@ def test_dsa_augmentation_follows_the_key_contract():
             order = np.asarray(epoch_batches(k_perm, 8, 4))
             for s, idx in enumerate(order):
                 xb = dsa(jax.random.split(k_aug, len(order))[s], jnp.asarray(x[idx]), strategy, siamese=False)
-                params, buf = sgd_update(params, grad_fn(params, xb, jnp.asarray(y[idx])), buf,
-                                         cfg.lr_at(cfg.lr, e), cfg.momentum, cfg.weight_decay)
+                params, buf = torch_sgd(params, grad_fn(params, xb, jnp.asarray(y[idx])), buf,
+                                        cfg.lr_at(cfg.lr, e), cfg.momentum, cfg.weight_decay)
         tree_close(state.model_variables(i)["params"], params, rtol=1e-5, atol=1e-6)
 
 

@@ -10,7 +10,7 @@ from jaxdd.augment import dsa
 from jaxdd.distill.trajectory import (normalized_param_loss, param_sq_distance, resolve_checkpoint_every,
                                       student_plan, trajectory_loss)
 from jaxdd.models import Network, create_network
-from jaxdd.train import cross_entropy
+from jaxdd.utils.labels import cross_entropy
 from jaxdd.utils.mesh import data_mesh
 
 SHAPE = (6, 6, 1)
@@ -52,7 +52,7 @@ def manual_trajectory(net, x, labels, lr, start, plan, strategy):
             xb = dsa(plan.aug_keys[i], xb, strategy, siamese=False)
 
         def loss(p):
-            return cross_entropy(net.apply({"params": p}, xb, train=True)[0], labels[idx])
+            return jnp.mean(cross_entropy(net.apply({"params": p}, xb, train=True)[0], labels[idx]))
 
         g = jax.grad(loss)(theta)
         theta = jax.tree.map(lambda p, gi: p - lr * gi, theta, g)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from jaxdd.utils.io import read_json, save_npz, write_json
+from jaxdd.utils.labels import hard_labels, is_soft
 
 FORMAT_VERSION = 1
 
@@ -39,12 +40,11 @@ class DistilledSet:
 
     @property
     def soft_labels(self) -> bool:
-        return np.asarray(self.labels).ndim == 2
+        return is_soft(self.labels)
 
     @property
     def hard_labels(self) -> np.ndarray:
-        labels = np.asarray(self.labels)
-        return labels.argmax(-1).astype(np.int32) if labels.ndim == 2 else labels.astype(np.int32)
+        return hard_labels(np.asarray(self.labels)).astype(np.int32)
 
     @property
     def ipc(self) -> int:

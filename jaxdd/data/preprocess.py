@@ -141,7 +141,7 @@ def fit_zca(x: np.ndarray, reg: float = ZCA_REGULARIZATION) -> ZCA:
     if len(x) < 2:
         raise ValueError(f"fit_zca needs at least 2 images to estimate a covariance, got {len(x)}")
     if not reg > 0:
-        raise ValueError(f"ZCA regularisation must be > 0 (the spec uses 0.1), got {reg}")
+        raise ValueError(f"ZCA regularisation must be > 0 (DSA/MTT use 0.1), got {reg}")
     flat = x.reshape(len(x), -1)
     mean = flat.mean(axis=0, dtype=np.float64)
     centred = flat - mean.astype(np.float32)

@@ -1,5 +1,5 @@
 """The DGS difficulty classifier: trained on the real data (or loaded), it scores pool and real
-images by confidence difficulty ``d = 1 - p(y|x)`` (Wang et al., 2024, difficulty-guided sampling).
+images by confidence difficulty ``d = 1 - p(y|x)`` (Li et al., arXiv 2601.10090).
 
 With M stacked models (``num_models``) the ensemble probability is used:
 ``d = 1 - (1/M) sum_m softmax(f_m(x))_y``. Training uses the one trainer, :mod:`jaxdd.train`.
@@ -25,10 +25,12 @@ import numpy as np
 from jaxdd.data.dataset import Dataset
 from jaxdd.difficulty import score_models
 from jaxdd.models import Network, create_network
+from jaxdd.utils.labels import hard_labels
 from jaxdd.models.adapters import Model
 from jaxdd.train import Trainer, TrainConfig, evaluate_accuracy, fit
 from jaxdd.utils.checkpoint import Checkpointer
 from jaxdd.utils.io import read_json, write_json
+from jaxdd.utils.labels import hard_labels
 
 DEFAULT_EPOCHS = 5
 
@@ -47,11 +49,9 @@ class DifficultyClassifier:
                desc: str = "score") -> np.ndarray:
         """Confidence difficulty of every image (N,) in [0, 1], averaged over the M models
         (:func:`jaxdd.difficulty.score_models` with ``confidence``)."""
-        labels = np.asarray(labels)
-        if labels.ndim == 2:
-            labels = labels.argmax(-1)
-        d = score_models(self.net, self.variables, images, labels, "confidence", batch_size=batch_size,
-                         progress=progress, desc=desc, stacked=None if isinstance(self.net, Network) else True)
+        d = score_models(self.net, self.variables, images, hard_labels(np.asarray(labels)), "confidence",
+                         batch_size=batch_size, progress=progress, desc=desc,
+                         stacked=None if isinstance(self.net, Network) else True)
         return np.clip(d.mean(0), 0.0, 1.0)
 
     def accuracy(self, images: np.ndarray, labels: np.ndarray) -> np.ndarray:

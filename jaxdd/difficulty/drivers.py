@@ -32,6 +32,7 @@ from jaxdd.difficulty.registry import SCORES, check_score, get_score  # noqa: F4
 from jaxdd.models.adapters import bind
 from jaxdd.models.network import Network, Variables
 from jaxdd.utils.distributed import to_host
+from jaxdd.utils.labels import hard_labels
 from jaxdd.utils.mesh import replicate, shard_batch
 
 
@@ -176,7 +177,7 @@ def ensemble_scores(net: Network, x: Any, y: Any, key: jax.Array, *, score: str 
     k_init, k_train = jax.random.split(key)
     y_np = np.asarray(y)
     n = len(y_np)
-    hard = y_np.argmax(-1) if y_np.ndim == 2 else y_np
+    hard = hard_labels(y_np)
     config = {"score": score, "model": net.name, "num_models": num_models, "epochs": epochs,
               "score_epochs": list(chosen), "train": dataclasses.asdict(cfg), "batch_size": batch_size,
               "method": method, "devices": 1 if mesh is None else mesh.size, "num_examples": n}

@@ -57,11 +57,11 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 
 from jaxdd.models.adapters import ApplyFn, Model, bind
 from jaxdd.models.layers import Conv, Dense
 from jaxdd.models.network import Network
+from jaxdd.utils.labels import cross_entropy
 
 CONV_METHODS = ("auto", "direct", "ghost")
 _NORM_TYPES = (nn.GroupNorm, nn.LayerNorm, nn.BatchNorm)
@@ -74,18 +74,6 @@ class FallbackWarning(UserWarning):
 
 
 _WARNED: set[tuple[str, ...]] = set()  # layer sets already warned about (once each per process)
-
-
-# --------------------------------------------------------------------------------------- losses
-
-def per_example_loss(logits: jax.Array, y: jax.Array) -> jax.Array:
-    """Cross-entropy ``ℓ_i`` per example: integer labels (B,) or soft-label rows (B, C)."""
-    if y.ndim == logits.ndim:
-        return optax.softmax_cross_entropy(logits, y.astype(logits.dtype))
-    if y.ndim != logits.ndim - 1:
-        raise ValueError(f"labels of shape {y.shape} do not fit logits of shape {logits.shape}: pass "
-                         "integer class indices (B,) or soft-label rows (B, num_classes)")
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y.astype(jnp.int32))
 
 
 def _check_batch(x: jax.Array, y: jax.Array) -> None:
@@ -493,7 +481,7 @@ def _fallback_sq(apply: ApplyFn, params: Any, x, y, indices: Sequence[int]) -> j
         new = list(leaves)
         for i, v in zip(indices, sub_vals):
             new[i] = v
-        return per_example_loss(apply(jax.tree.unflatten(treedef, new), xi[None]), yi[None])[0]
+        return cross_entropy(apply(jax.tree.unflatten(treedef, new), xi[None]), yi[None])[0]
 
     grads = jax.vmap(jax.grad(loss_one), in_axes=(None, 0, 0))(sub, x, y)
     return sum(_sq(g) for g in grads)
@@ -559,7 +547,7 @@ def grad_sq_norms_by_param(model: ModelLike, variables: Any, x: jax.Array, y: ja
 
     def loss_sum(perturb):
         logits, _, records, _ = _traced_apply(apply, params, x, {**zeros_all, **perturb})
-        return per_example_loss(logits, y).sum(), records
+        return cross_entropy(logits, y).sum(), records
 
     zeros_all = {k: jnp.zeros(s.shape, s.dtype) for k, s in shapes.items()}
     wrt = {k: zeros_all[k] for k in keys}
@@ -599,7 +587,7 @@ def grad_norms(model: ModelLike, variables: Any, x: jax.Array, y: jax.Array, *,
     """Exact per-example gradient norms ``||∇_θ ℓ(f_θ(x_i), y_i)||₂`` (GraNd), shape (B,).
 
     One forward + one batched backward pass plus per-layer products (module docstring).
-    ``layers="last"`` gives the cheap last-layer GraNd variant (methods.md §1); ``chunk_size``
+    ``layers="last"`` gives the cheap last-layer GraNd variant (Paul et al., NeurIPS 2021); ``chunk_size``
     see :func:`grad_sq_norms_by_param`.
     """
     sq = grad_sq_norms_by_param(model, variables, x, y, method=method, layers=layers, chunk_size=chunk_size)
@@ -622,7 +610,7 @@ def grand_reference(model: ModelLike, variables: Any, x: jax.Array, y: jax.Array
     bound = bind(model, variables)
 
     def loss_one(params, xi, yi):
-        return per_example_loss(bound.apply(params, xi[None]), yi[None])[0]
+        return cross_entropy(bound.apply(params, xi[None]), yi[None])[0]
 
     grads = jax.vmap(jax.grad(loss_one), in_axes=(None, 0, 0))(bound.params, x, y)
     total = 0.0

@@ -1,11 +1,11 @@
-"""Per-example difficulty scores from logits, and the forgetting-events tracker (methods.md §1).
+"""Per-example difficulty scores from logits, and the forgetting-events tracker.
 
 All scores follow "easy = low". Labels are integer class indices (B,) or soft-label rows (B, C)
 (a one-hot row gives the same number as its class index).
 
 * EL2N (Paul et al., 2021): ``||softmax(z) − y||₂``.
 * Loss value (Prune First, Distill After; Moser et al., 2024): ``ℓ(z, y)`` (cross-entropy).
-* Confidence difficulty (DGS; Wang et al., 2024): ``1 − Σ_c y_c softmax(z)_c`` (= ``1 − p(y|x)``).
+* Confidence difficulty (DGS; Li et al., arXiv 2601.10090): ``1 − Σ_c y_c softmax(z)_c`` (= ``1 − p(y|x)``).
 * Misclassification (SDC's χ; Wang et al., 2024): ``1[argmax z ≠ argmax y]``; averaged over an
   ensemble it is the fraction of models that misclassify the example.
 * Forgetting events (Toneva et al., 2019): the number of times an example goes from correctly to
@@ -22,17 +22,12 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxdd.difficulty.gradnorm import per_example_loss
+from jaxdd.utils.labels import cross_entropy, hard_labels, label_rows
 
 
 def _targets(logits: jax.Array, y: jax.Array) -> jax.Array:
     """Label rows (B, C): one-hot for class indices, unchanged for soft labels."""
-    if y.ndim == logits.ndim:
-        return y.astype(logits.dtype)
-    if y.ndim != logits.ndim - 1:
-        raise ValueError(f"labels of shape {y.shape} do not fit logits of shape {logits.shape}: pass "
-                         "integer class indices (B,) or soft-label rows (B, num_classes)")
-    return jax.nn.one_hot(y, logits.shape[-1], dtype=logits.dtype)
+    return label_rows(y, logits.shape[-1], logits.ndim - 1, logits.dtype)
 
 
 def el2n(logits: jax.Array, y: jax.Array) -> jax.Array:
@@ -42,7 +37,7 @@ def el2n(logits: jax.Array, y: jax.Array) -> jax.Array:
 
 def loss_value(logits: jax.Array, y: jax.Array) -> jax.Array:
     """Cross-entropy ``ℓ(z, y)`` per example (the Prune-First-Distill-After score)."""
-    return per_example_loss(logits, y)
+    return cross_entropy(logits, y)
 
 
 def confidence_difficulty(logits: jax.Array, y: jax.Array) -> jax.Array:
@@ -52,8 +47,7 @@ def confidence_difficulty(logits: jax.Array, y: jax.Array) -> jax.Array:
 
 def misclassified(logits: jax.Array, y: jax.Array) -> jax.Array:
     """``1.0`` where ``argmax z`` differs from the label (argmax of soft rows), else ``0.0``."""
-    hard = _targets(logits, y).argmax(-1) if y.ndim == logits.ndim else y
-    return (logits.argmax(-1) != hard).astype(jnp.float32)
+    return (logits.argmax(-1) != hard_labels(y, logits.ndim - 1)).astype(jnp.float32)
 
 
 def misclassification_probability(ensemble_logits: jax.Array, y: jax.Array) -> jax.Array:

@@ -14,7 +14,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxdd.difficulty.gradnorm import ModelLike, grad_norms, per_example_loss
+from jaxdd.difficulty.gradnorm import ModelLike, grad_norms
+from jaxdd.utils.labels import cross_entropy
 from jaxdd.models.adapters import bind
 from jaxdd.models.network import Network
 
@@ -62,6 +63,6 @@ def sdc_penalty(model: ModelLike, variables: Any, x: jax.Array, y: jax.Array, mo
         norms = per_example_grad_norms(model, model.batch_statistics(variables, x) if bn else variables, x, y)
     else:
         bound = bind(model, variables, train=bn)
-        g = jax.grad(lambda p: jnp.mean(per_example_loss(bound.apply(p, x), y)))(bound.params)
+        g = jax.grad(lambda p: jnp.mean(cross_entropy(bound.apply(p, x), y)))(bound.params)
         norms = safe_norm(jnp.concatenate([leaf.ravel() for leaf in jax.tree.leaves(g)]))
     return jnp.mean(jnp.square(norms) if squared else norms)

@@ -1,7 +1,7 @@
 """DATM (difficulty-aligned trajectory matching) on top of :mod:`jaxdd.distill.mtt`.
 
 Guo et al., "Towards Lossless Dataset Distillation via Difficulty-Aligned Trajectory Matching"
-(ICLR 2024); spec §3. Differences from MTT:
+(ICLR 2024), NUS-HPC-AI-Lab/DATM. Differences from MTT:
 
 (a) **Growing start-epoch window** (:func:`start_window`): at iteration ``it`` the start epoch is
     drawn from ``min_start_epoch .. hi-1`` with

@@ -41,6 +41,7 @@ from jaxdd.data.distilled import DistilledSet
 from jaxdd.distill.base import Method, RealData, config_dict
 from jaxdd.distill.losses import per_example_grad_norms
 from jaxdd.utils.io import OutputError, check_output, write_json
+from jaxdd.utils.labels import hard_labels
 from jaxdd.utils.mesh import replicate
 from jaxdd.utils.run_loop import Hook, NonFiniteError, RunConfig, run_loop  # noqa: F401 (NonFiniteError: re-exported)
 
@@ -64,7 +65,7 @@ def synthetic_difficulty(network, images: jax.Array, labels: jax.Array, key: jax
     """(num_models, N) per-example GraNd ``‖∇_θ ℓ(f_θ(x̃_i), ỹ_i)‖₂`` of the synthetic set under
     ``num_models`` freshly initialised networks ``net.init(split(key, M)[m])`` (Paul et al. 2021).
     Soft-label rows are scored against their argmax."""
-    labels = labels.argmax(-1) if labels.ndim == 2 else labels
+    labels = hard_labels(labels)
     variables = jax.vmap(network.init)(jax.random.split(key, num_models))
     return jax.vmap(lambda v: per_example_grad_norms(network, v, images, labels))(variables)
 
@@ -82,10 +83,6 @@ def _step(method: Method, state: Any, real: RealData) -> tuple[Any, dict]:
 
 
 _track = jax.jit(synthetic_difficulty, static_argnums=(0, 4))
-
-
-def _hard(labels: np.ndarray) -> np.ndarray:
-    return labels.argmax(-1) if labels.ndim == 2 else labels
 
 
 def _distilled_set(synthetic: tuple, dataset, run_config: dict) -> DistilledSet:
@@ -261,7 +258,7 @@ def distill(method: Method, real: RealData, dataset, config: DistillConfig | Non
     def record_difficulty(it: int, st: Any, metrics: dict | None = None) -> dict:
         images, labels, _ = synthetic(it, st)
         g = np.asarray(_track(method.network, images, labels, k_track, config.track_models)).mean(0)
-        lab = _hard(np.asarray(labels))
+        lab = hard_labels(np.asarray(labels))
         per_class = [float(g[lab == c].mean()) if np.any(lab == c) else float("nan")
                      for c in range(real.num_classes)]
         return {"iteration": it, "grand": float(g.mean()), "grand_per_class": per_class}

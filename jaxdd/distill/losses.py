@@ -25,12 +25,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxdd.difficulty import per_example_loss
 from jaxdd.difficulty.gradnorm import ModelLike
 from jaxdd.difficulty.sdc import SDC_MODES, per_example_grad_norms, safe_norm, sdc_penalty  # noqa: F401
 from jaxdd.difficulty.weights import difficulty_weights  # noqa: F401
 from jaxdd.models import Network
 from jaxdd.models.adapters import ApplyFn, bind, require_embed
+from jaxdd.utils.labels import cross_entropy
 
 METRICS = ("ours", "mse", "cos")
 EPS = 1e-6  # the reference code's epsilon in the cosine denominators
@@ -82,14 +82,14 @@ def gradient_distance(g_syn: Any, g_real: Any, metric: str = "ours") -> jax.Arra
     return 1.0 - jnp.sum(vs * vr) / (safe_norm(vs) * safe_norm(vr) + EPS)
 
 
-def cross_entropy(net: ModelLike, params: Any, variables: Any, x: jax.Array, y: jax.Array,
-                  weights: jax.Array | None = None) -> jax.Array:
+def classifier_loss(net: ModelLike, params: Any, variables: Any, x: jax.Array, y: jax.Array,
+                    weights: jax.Array | None = None) -> jax.Array:
     """(Weighted) mean cross-entropy of ``net`` with ``params`` in inference mode.
 
     ``weights`` (n,) give ``Σ w_i ℓ_i / Σ w_i``; other collections (BatchNorm statistics) are
     taken from ``variables`` unchanged (for a plain ``apply_fn`` only ``params`` is used).
     """
-    losses = per_example_loss(bind(net, variables).apply(params, x), y)
+    losses = cross_entropy(bind(net, variables).apply(params, x), y)
     if weights is None:
         return jnp.mean(losses)
     return jnp.sum(weights * losses) / jnp.sum(weights)
@@ -122,13 +122,13 @@ def real_gradient(net: ModelLike, variables: Any, x: jax.Array, y: jax.Array,
     params = bound.params
     x = jax.lax.stop_gradient(x)
     if chunk is None or chunk >= x.shape[0]:
-        g = jax.grad(cross_entropy, argnums=1)(net, params, variables, x, y, weights)
+        g = jax.grad(classifier_loss, argnums=1)(net, params, variables, x, y, weights)
     else:
         w = jnp.ones(x.shape[:1], jnp.float32) if weights is None else weights
 
         def part(batch):
             xc, yc, wc = batch
-            return jax.grad(lambda p: jnp.sum(wc * per_example_loss(bound.apply(p, xc), yc)))(params)
+            return jax.grad(lambda p: jnp.sum(wc * cross_entropy(bound.apply(p, xc), yc)))(params)
 
         total = jnp.sum(w)
         g = jax.tree.map(lambda a: a / total, chunked_sum(part, (x, y, w), chunk))
@@ -146,7 +146,7 @@ def class_gradient_match_loss(net: ModelLike, variables: Any, x_real: jax.Array,
     """
     params = bind(net, variables).params
     g_real = real_gradient(net, variables, x_real, y_real, real_weights, real_chunk)
-    g_syn = jax.grad(cross_entropy, argnums=1)(net, params, variables, x_syn, y_syn)
+    g_syn = jax.grad(classifier_loss, argnums=1)(net, params, variables, x_syn, y_syn)
     return gradient_distance(g_syn, g_real, metric)
 
 

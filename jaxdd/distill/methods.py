@@ -1,4 +1,5 @@
-"""DC, DSA and DM as ``init`` / ``update`` pairs over a synthetic-image state (methods.md §3-4).
+"""DC, DSA and DM as ``init`` / ``update`` pairs over a synthetic-image state, with SDC
+(Wang et al. 2024, arXiv 2408.12483) as a plug-in.
 
 * **DC** (Zhao, Mopuri & Bilen, ICLR 2021): each iteration samples a fresh network; ``outer_loop``
   times: match per-class gradients of the real batch (``batch_real`` per class) and the synthetic
@@ -300,8 +301,8 @@ class GradientMatching(_ImageMethod):
 
         def step(carry, inp):
             idx, k_step = inp
-            v, buf, _ = trainer.model_step(*carry, images[idx], labels[idx], k_step, lr)
-            return (v, buf), None
+            v, opt_state, _ = trainer.model_step(*carry, images[idx], labels[idx], k_step, lr)
+            return (v, opt_state), None
 
         def epoch(carry, k):
             k_perm, k_aug = jax.random.split(k)
@@ -312,8 +313,8 @@ class GradientMatching(_ImageMethod):
                 carry = step(carry, (epoch_tail(k_perm, n, b), aug[-1]))[0]
             return carry, None
 
-        buf = jax.tree.map(jnp.zeros_like, variables["params"])
-        (variables, _), _ = jax.lax.scan(epoch, (variables, buf), jax.random.split(key, self.config.inner_loop))
+        opt_state = trainer.config.optimizer(lr).init(variables["params"])
+        (variables, _), _ = jax.lax.scan(epoch, (variables, opt_state), jax.random.split(key, self.config.inner_loop))
         return variables
 
     def set_batch_stats(self, variables, x_real: jax.Array):

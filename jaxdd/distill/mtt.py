@@ -35,7 +35,7 @@ from jaxdd.distill.base import INITS, RealData, image_optimizer, init_images, re
 from jaxdd.distill.losses import SDC_MODES
 from jaxdd.distill.trajectory import MEMORY_MODES, resolve_checkpoint_every, trajectory_loss
 from jaxdd.distill.trajectory_configs import authors_defaults
-from jaxdd.experts.buffer import ExpertBuffer, unflatten_params
+from jaxdd.experts.buffer import ExpertBuffer, vector_to_params
 from jaxdd.models import Network
 
 # fields filled from the authors' table when left at None
@@ -252,7 +252,7 @@ class TrajectoryMatching:
         """(θ*_t, θ*_{t+M}) of ``expert`` as parameter pytrees, streamed from the buffer."""
         shape = jax.ShapeDtypeStruct((2, self.buffer.num_params), jnp.float32)
         pair = jax.pure_callback(self._fetch, shape, expert, start)
-        return unflatten_params(pair[0], self.network), unflatten_params(pair[1], self.network)
+        return vector_to_params(pair[0], self.network), vector_to_params(pair[1], self.network)
 
     def matching_loss(self, learn: dict, state: TrajectoryState, start_params, target_params, key: jax.Array):
         cfg = self.config

@@ -20,7 +20,7 @@ statistics, as the reference ``student_net.train()``).
 
     L = ‖θ_N − θ*_{t+M}‖² / ‖θ*_t − θ*_{t+M}‖²  +  λ · (1/N) Σ_i P(θ_i, A_i(x̃[b_i]), ỹ[b_i])
 
-The second term is SDC on trajectories (Wang et al. 2024, spec §4): the gradient-norm penalty of
+The second term is SDC on trajectories (Wang et al. 2024, arXiv 2408.12483): the gradient-norm penalty of
 the synthetic batch at every student state, :func:`jaxdd.distill.losses.sdc_penalty` (``mean`` per
 example or ``batch`` gradient norm, optionally squared) in the student's train mode (BatchNorm on
 the batch's statistics, like the step's loss), averaged over the steps; ``λ = 0`` drops it.
@@ -66,7 +66,8 @@ from jaxdd.difficulty.gradnorm import ModelLike
 from jaxdd.difficulty.sdc import SDC_MODES, sdc_penalty
 from jaxdd.models import Network
 from jaxdd.models.adapters import bind
-from jaxdd.train import cross_entropy, epoch_batches
+from jaxdd.train import epoch_batches
+from jaxdd.utils.labels import cross_entropy, is_soft
 from jaxdd.utils.mesh import DATA_AXIS
 
 MEMORY_MODES = ("unroll", "remat", "tesla")
@@ -158,7 +159,7 @@ class StudentStep:
             logits, _ = self.net.apply({**consts["variables"], "params": params}, x, train=True)
         else:
             logits = bind(self.net, params).apply(params, x)
-        return cross_entropy(logits, y)
+        return jnp.mean(cross_entropy(logits, y))
 
     def __call__(self, params: Any, z: dict, consts: dict, inp: tuple[jax.Array, jax.Array]):
         idx, key = inp
@@ -335,7 +336,7 @@ def trajectory_loss(net: ModelLike, images: jax.Array, labels: jax.Array, syn_lr
         variables = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), variables)
     consts = {"variables": {k: v for k, v in variables.items() if k != "params"}}
     z = {"images": images, "lr": jnp.asarray(syn_lr, jnp.float32)}
-    if labels.ndim == 2:
+    if is_soft(labels):
         z["labels"] = labels.astype(jnp.float32)
     else:
         consts["labels"] = labels.astype(jnp.int32)

@@ -2,7 +2,7 @@
 
 Every row says where it comes from:
 
-* ``spec``: ``shared/specs/methods.md`` §3 (the MTT / DATM papers' CIFAR-10 settings);
+* ``spec``: the MTT / DATM papers' CIFAR-10 settings (Cazenavette et al., CVPR 2022; Guo et al., ICLR 2024);
 * ``mtt-readme``: the command line in the MTT repository's README (CIFAR-100, IPC 1);
 * ``ours``: no published row exists (MTT and DATM did not report Fashion-MNIST); our choice for
   a 2-core CPU budget, documented in ``experiments/results/mtt.md``.

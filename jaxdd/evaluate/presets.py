@@ -1,4 +1,5 @@
-"""Evaluation presets: how a (distilled) training set is scored (methods.md §0).
+"""Evaluation presets: how a (distilled) training set is scored (the DC/MTT/DATM
+reference evaluation, ``evaluate_synset`` of VICO-UoE/DatasetCondensation).
 
 A preset fixes the SGD recipe used to train fresh networks on the set (``jaxdd.train``):
 

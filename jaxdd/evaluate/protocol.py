@@ -4,7 +4,8 @@ Accuracy of a training set S (distilled, random real or the full data) under a p
 (:mod:`jaxdd.evaluate.presets`): ``num_models`` freshly initialised networks are trained together on
 S with :mod:`jaxdd.train` and tested on ``dataset.x_test``; the result is the list of per-model test
 accuracies (in %) and their mean ± std (population std, ``np.std``, as the reference code). This is
-the protocol of DC/DSA/DM/MTT/DATM (methods.md §0); always report the random-real baseline (IPC
+the protocol of DC/DSA/DM/MTT/DATM (``evaluate_synset`` of VICO-UoE/DatasetCondensation and
+GeorgeCazenavette/mtt-distillation); always report the random-real baseline (IPC
 random real images per class) under the same preset next to a distilled set.
 
 ``lr-grid``: a held-out split of the real training data (``holdout_indices``: 10 % at random, at most
@@ -27,6 +28,7 @@ from jaxdd.data.distilled import DistilledSet, validate
 from jaxdd.evaluate.presets import Preset, get_preset
 from jaxdd.models import create_network
 from jaxdd.train import Trainer, evaluate_accuracy, fit
+from jaxdd.utils.labels import hard_labels, is_soft
 
 HOLDOUT_FRACTION = 0.1
 HOLDOUT_MAX = 5000
@@ -46,7 +48,7 @@ def holdout_indices(key: jax.Array, n: int, fraction: float = HOLDOUT_FRACTION,
 def _prepare_labels(y: Any, num_classes: int, soft: bool) -> tuple[np.ndarray, str]:
     """Labels as the preset trains on them and a note saying what was used."""
     y = np.asarray(y)
-    if y.ndim == 1:
+    if not is_soft(y):
         return y.astype(np.int32), "hard"
     rows = y.astype(np.float64)
     if np.any(rows < -1e-6) or not np.allclose(rows.sum(-1), 1.0, atol=1e-3):
@@ -54,7 +56,7 @@ def _prepare_labels(y: Any, num_classes: int, soft: bool) -> tuple[np.ndarray, s
                          "logits, store softmax(logits) instead")
     if soft:
         return y.astype(np.float32), "soft"
-    return y.argmax(-1).astype(np.int32), "argmax of soft labels (the preset trains on hard labels)"
+    return hard_labels(y).astype(np.int32), "argmax of soft labels (the preset trains on hard labels)"
 
 
 def _num_models(preset: Preset, num_models: int | None) -> int:

@@ -44,7 +44,7 @@ def param_layout(network: Network) -> list[dict]:
     return [{"path": jax.tree_util.keystr(p), "shape": list(s.shape), "dtype": str(s.dtype)} for p, s in flat]
 
 
-def flatten_params(params: Any) -> np.ndarray:
+def params_to_vector(params: Any) -> np.ndarray:
     """All leaves of one model's parameter pytree as a (P,) float32 vector (``jax.tree_util`` order)."""
     return np.concatenate([np.asarray(x, np.float32).reshape(-1) for x in jax.tree.leaves(params)])
 
@@ -55,7 +55,7 @@ def flatten_stacked(params: Any, num_models: int) -> np.ndarray:
                           axis=1)
 
 
-def unflatten_params(flat: Any, network: Network) -> Any:
+def vector_to_params(flat: Any, network: Network) -> Any:
     """The parameter pytree of ``network`` from a (P,) vector in the buffer's order (numpy or jax)."""
     shapes = jax.eval_shape(network.init, jax.random.key(0))["params"]
     leaves, treedef = jax.tree_util.tree_flatten(shapes)
@@ -204,7 +204,7 @@ class ExpertBuffer:
 
     def params(self, i: int, epoch: int, network: Network) -> Any:
         """Expert i's parameter pytree after ``epoch`` for ``network``."""
-        return unflatten_params(self.flat(i, epoch), network)
+        return vector_to_params(self.flat(i, epoch), network)
 
     def pair(self, expert: Any, start: Any, expert_epochs: int) -> np.ndarray:
         """(2, P): rows ``start`` and ``start + expert_epochs`` of expert ``expert`` (host callback

@@ -1,6 +1,6 @@
 """Training expert trajectories for trajectory matching (MTT / DATM), resumably.
 
-As the MTT reference ``buffer.py`` (Cazenavette et al. 2022; spec §3): each expert is a freshly
+As the MTT reference ``buffer.py`` (Cazenavette et al., CVPR 2022; mtt-distillation): each expert is a freshly
 initialised network trained on the real training set with SGD (lr 0.01, no momentum, no weight
 decay, batch 256, no lr decay) and per-sample DSA augmentation for E epochs (50 in the paper); its
 parameters are recorded at initialisation and after every epoch. Training uses the one shared

@@ -49,7 +49,8 @@ from jaxdd.generative.guidance import DEFAULT_MEMORY, adversarial_term, deviatio
 from jaxdd.generative.prior import DiffusionPrior
 from jaxdd.generative.sampling import DEFAULT_CFG, DEFAULT_STEPS, generate, window_steps
 from jaxdd.models import Network, create_network
-from jaxdd.train import Trainer, TrainConfig, TrainState, cross_entropy, fit
+from jaxdd.train import Trainer, TrainConfig, TrainState, fit
+from jaxdd.utils.labels import cross_entropy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,7 +191,7 @@ class ACS:
 
 def discriminator_loss(net: Network, variables: Any, images: Any, labels: Any) -> jax.Array:
     """Mean cross-entropy of D (one model's ``variables``) on ``images`` (inference mode)."""
-    return cross_entropy(net.logits(variables, jnp.asarray(images)), jnp.asarray(labels))
+    return jnp.mean(cross_entropy(net.logits(variables, jnp.asarray(images)), jnp.asarray(labels)))
 
 
 def has_run(checkpoint_dir: str | Path) -> bool:

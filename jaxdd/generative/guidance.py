@@ -41,6 +41,8 @@ from typing import Any, Callable, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 
+from jaxdd.utils.labels import cross_entropy
+
 #: IGD's base factor of rho_t (``"l2": 0.0015 * rms(eps)``) times its DiT scale k = 5.
 IGD_SCALE = 0.0015 * 5
 #: Deviation weight: IGD / MinimaxDiffusion use gamma ~ 100-120 on the raw cosine gradient
@@ -144,8 +146,7 @@ class _Adversarial:
         params = inp.aux[self.name]
 
         def energy(images):
-            logp = _log_probs(self.classifier_fn(params, images))
-            return jnp.take_along_axis(logp, inp.labels[:, None], axis=-1)[:, 0]  # = -CE per sample
+            return -cross_entropy(self.classifier_fn(params, images), inp.labels)  # per sample
 
         return grad_through_x0(inp, energy)
 

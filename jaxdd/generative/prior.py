@@ -219,14 +219,14 @@ def from_dataset_space(prior: DiffusionPrior, images: jax.Array, mean: Any, std:
 
 
 # -- files ----------------------------------------------------------------------------------
-def flatten_params(params: Any) -> dict[str, np.ndarray]:
-    """``{"a/b/c": array}`` for every leaf of a nested-dict pytree."""
+def params_to_arrays(params: Any) -> dict[str, np.ndarray]:
+    """``{"a/b/c": array}`` for every leaf of a nested-dict pytree (the arrays of ``params.npz``)."""
     flat = jax.tree_util.tree_flatten_with_path(params)[0]
     return {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v) for path, v in flat}
 
 
-def unflatten_params(flat: dict[str, np.ndarray], template: Any, where: str = "params") -> Any:
-    """Fill ``template`` (a pytree of arrays or ShapeDtypeStructs) from :func:`flatten_params` output."""
+def arrays_to_params(flat: dict[str, np.ndarray], template: Any, where: str = "params") -> Any:
+    """Fill ``template`` (a pytree of arrays or ShapeDtypeStructs) from :func:`params_to_arrays` output."""
     paths, treedef = jax.tree_util.tree_flatten_with_path(template)
     leaves = []
     for path, leaf in paths:
@@ -245,7 +245,7 @@ def save_prior(folder: str | os.PathLike, prior: SmallPrior, params: Any, metada
     """Write ``params.npz`` then ``prior.json`` (atomically; the JSON last, so a folder with a
     ``prior.json`` always has matching weights)."""
     folder = Path(folder)
-    save_npz(folder / "params.npz", **flatten_params(params))
+    save_npz(folder / "params.npz", **params_to_arrays(params))
     write_json(folder / "prior.json", {"format_version": PRIOR_FORMAT_VERSION, "kind": "small",
                                        "config": prior.config(), "num_params": num_params(params),
                                        "metadata": metadata or {}})
@@ -256,7 +256,7 @@ def _load_small(folder: Path, meta: dict) -> tuple[SmallPrior, Any]:
     prior = SmallPrior(**meta["config"])
     template = jax.eval_shape(prior._init, jax.random.key(0))
     with np.load(folder / "params.npz") as z:
-        params = unflatten_params(dict(z), template, where=str(folder / "params.npz"))
+        params = arrays_to_params(dict(z), template, where=str(folder / "params.npz"))
     return prior, params
 
 

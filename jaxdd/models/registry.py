@@ -78,7 +78,7 @@ def _convnet(mods, *, num_classes, input_shape, init):
     return ConvNet(num_classes=num_classes, weight_init=init, **kw)
 
 
-# --- the cross-architecture zoo (methods.md §0; layouts of the DC reference networks.py) ---------
+# --- the cross-architecture zoo (Zhao et al., ICLR 2021; layouts of the DC reference networks.py) ---
 
 def _check_min_size(name: str, input_shape, min_px: int, why: str) -> None:
     h, w, _ = input_shape

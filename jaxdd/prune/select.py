@@ -28,6 +28,7 @@ import numpy as np
 
 from jaxdd.data.dataset import Dataset
 from jaxdd.utils.io import save_npz
+from jaxdd.utils.labels import hard_labels
 
 ORDERS = ("easy", "hard", "random")
 
@@ -76,9 +77,7 @@ def select_indices(scores: Any, keep: float, order: str = "easy", labels: Any = 
     if labels is None:
         raise ValueError("per-class selection needs labels (one class index per example); "
                          "pass labels=... or per_class=False")
-    labels = np.asarray(labels)
-    if labels.ndim == 2:
-        labels = labels.argmax(-1)
+    labels = hard_labels(np.asarray(labels))
     if labels.shape != scores.shape:
         raise ValueError(f"labels {labels.shape} and scores {scores.shape} must align (one per example)")
     kept = []

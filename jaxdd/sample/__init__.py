@@ -1,4 +1,5 @@
-"""Difficulty-guided sampling (DGS) of a final distilled set from a larger pool (methods.md §5).
+"""Difficulty-guided sampling (DGS) of a final distilled set from a larger pool
+(Li et al., arXiv 2601.10090; SumomoTaku/DiffGuideSamp).
 
 * :mod:`~jaxdd.sample.transform`: the clipped log transform and the (b, t) search by KL;
 * :mod:`~jaxdd.sample.targets`: target distributions (real histogram, presets, user weights) and

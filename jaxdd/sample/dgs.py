@@ -1,5 +1,5 @@
 """Difficulty-guided sampling (DGS): choose IPC images per class from a pool so that their
-difficulty distribution follows a target (``methods.md`` §5).
+difficulty distribution follows a target (Li et al., arXiv 2601.10090; SumomoTaku/DiffGuideSamp).
 
 Per class ``c`` (all classes at once, ``vmap``-ed over class masks):
 

@@ -37,6 +37,7 @@ from jaxdd.data.dataset import Dataset
 from jaxdd.data.distilled import DistilledSet, validate
 from jaxdd.data.sampler import ClassIndex, class_sample_indices
 from jaxdd.utils.io import read_json, save_npz, write_json
+from jaxdd.utils.labels import hard_labels
 
 POOL_FORMAT_VERSION = 1
 PROVENANCE = ("run", "seed", "iteration", "source_index")
@@ -250,8 +251,7 @@ def _pool_from_npz(path: Path, ds: Dataset | None) -> Pool:
     images, labels = arrays["images"], arrays["labels"]
     if images.ndim == 3:
         images = images[..., None]
-    if labels.ndim == 2:
-        labels = labels.argmax(-1)
+    labels = hard_labels(labels)
     if ds is None and ("mean" not in arrays or images.dtype == np.uint8):
         raise ValueError(f"{path}: give the dataset to read this npz pool (its images are normalised with "
                          "the dataset's mean/std unless the npz has 'mean' and 'std')")

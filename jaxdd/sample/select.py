@@ -1,6 +1,6 @@
 """Sampling a fixed number of pool images by per-bin target counts (the DGS sampling step).
 
-``methods.md`` §5: sample ``n_k`` images uniformly without replacement from pool bin ``k``; fill
+DGS (Li et al., arXiv 2601.10090): sample ``n_k`` images uniformly without replacement from pool bin ``k``; fill
 any shortfall (bins holding fewer than ``n_k`` images) at random from what is left of the pool.
 
 Implementation (jittable, one random permutation per call): every candidate gets a random rank

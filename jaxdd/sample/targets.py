@@ -3,7 +3,7 @@
 A target is a non-negative weight per difficulty bin (10 bins of the transformed score on
 [0, 1], easy first). ``real`` is the class's histogram of transformed real-image scores (computed
 by :mod:`jaxdd.sample.dgs`); the presets below are fixed shapes over the bin centres
-``c_k = (k + 1/2) / 10``. The spec (``methods.md`` §5) names them but leaves their exact form open;
+``c_k = (k + 1/2) / 10``. The DGS paper (Li et al., arXiv 2601.10090) names them but leaves their exact form open;
 the choices made here:
 
 * ``uniform``: ``w_k = 1``;

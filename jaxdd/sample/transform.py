@@ -1,6 +1,6 @@
 """The DGS log transform of difficulty scores and the per-class search of its clip counts.
 
-Difficulty-guided sampling (DGS, ``methods.md`` §5) compares difficulty distributions on a
+Difficulty-guided sampling (DGS, Li et al., arXiv 2601.10090) compares difficulty distributions on a
 10-bin histogram of [0, 1]. Confidence difficulties ``d = 1 - p(y|x)`` pile up near 0, so they
 are spread out first by a clipped log transform ``T_{b,t}``:
 
@@ -11,7 +11,7 @@ are spread out first by a clipped log transform ``T_{b,t}``:
 ``(b, t)`` is chosen per class by grid search over ``{0 .. G-1}^2`` (``G = max(1, IPC // 2)``)
 minimising ``1/2 KL(H(pool) || H(T(pool))) + 1/2 KL(U || H(T(pool)))``: stay close to the raw
 shape while spreading the scores towards uniform. ``H`` is the normalised 10-bin histogram on
-[0, 1] (bin ``k`` holds ``k/10 <= x < (k+1)/10``; 1.0 falls in the last bin). Choices the spec
+[0, 1] (bin ``k`` holds ``k/10 <= x < (k+1)/10``; 1.0 falls in the last bin). Choices the paper
 leaves open, documented here: empty bins are smoothed by adding ``eps`` (default 1e-6) to both
 histograms before normalising; a degenerate range (``hi <= lo``, e.g. ties) maps every score to
 the floor; grid ties are broken towards the smallest ``b`` then the smallest ``t``.
@@ -72,7 +72,7 @@ def _bounds(ordered: jax.Array, n: jax.Array, b, t, floor: float) -> tuple[jax.A
 def clip_bounds(scores: jax.Array, b: jax.Array | int, t: jax.Array | int,
                 mask: jax.Array | None = None, floor: float = FLOOR) -> tuple[jax.Array, jax.Array]:
     """``(lo, hi)``: the (b+1)-th smallest and the (t+1)-th largest of the (masked) scores;
-    ``lo = floor`` where that score is 0 (DGS, methods.md §5)."""
+    ``lo = floor`` where that score is 0 (DGS, Li et al., arXiv 2601.10090)."""
     ordered, n = _sorted_valid(scores, mask)
     return _bounds(ordered, n, b, t, floor)
 
