@@ -17,7 +17,7 @@ LAYERS = (
     ("evaluate", "difficulty"),
     ("prune", "experts", "generative"),
     ("distill", "sample"),
-    ("cli", "__main__"),
+    ("cli", "configs", "__main__"),
 )
 RANK = {name: i for i, group in enumerate(LAYERS) for name in group}
 #: Top-level folders of the repository above the package: jaxdd never imports them.
