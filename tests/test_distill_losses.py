@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdd.difficulty import grad_norms
+from jaxdd.difficulty import grad_norms, sdc
+from jaxdd.difficulty.weights import difficulty_weights
 from jaxdd.distill import losses as L
 from jaxdd.models import create_network
 
@@ -100,7 +101,7 @@ def test_per_example_norms_equal_single_example_loop(tiny_net):
     r = np.random.default_rng(2)
     x = jnp.asarray(r.normal(size=(4, 8, 8, 1)), jnp.float32)
     y = jnp.array([0, 1, 2, 1])
-    fast = np.asarray(jax.jit(L.per_example_grad_norms, static_argnums=0)(net, v, x, y))
+    fast = np.asarray(jax.jit(sdc.per_example_grad_norms, static_argnums=0)(net, v, x, y))
     one = jax.jit(lambda xi, yi: jax.grad(L.classifier_loss, argnums=1)(net, v["params"], v, xi, yi))
     for i in range(4):
         g = one(x[i:i + 1], y[i:i + 1])
@@ -114,14 +115,14 @@ def test_sdc_penalty_modes(tiny_net):
     x = jnp.asarray(r.normal(size=(4, 8, 8, 1)), jnp.float32)
     y = jnp.array([0, 1, 2, 0])
     norms = np.asarray(grad_norms(net, v, x, y))  # the difficulty module's fast exact norms
-    assert float(L.sdc_penalty(net, v, x, y, "mean")) == pytest.approx(norms.mean(), rel=1e-5)
-    assert float(L.sdc_penalty(net, v, x, y, "mean", squared=True)) == pytest.approx((norms ** 2).mean(), rel=1e-5)
+    assert float(sdc.sdc_penalty(net, v, x, y, "mean")) == pytest.approx(norms.mean(), rel=1e-5)
+    assert float(sdc.sdc_penalty(net, v, x, y, "mean", squared=True)) == pytest.approx((norms ** 2).mean(), rel=1e-5)
     g = jax.grad(L.classifier_loss, argnums=1)(net, v["params"], v, x, y)
     batch = np.sqrt(sum(float(jnp.sum(t ** 2)) for t in jax.tree.leaves(g)))
-    assert float(L.sdc_penalty(net, v, x, y, "batch")) == pytest.approx(batch, rel=1e-5)
+    assert float(sdc.sdc_penalty(net, v, x, y, "batch")) == pytest.approx(batch, rel=1e-5)
     assert batch < norms.mean()  # triangle inequality
     with pytest.raises(ValueError, match="SDC mode"):
-        L.sdc_penalty(net, v, x, y, "max")
+        sdc.sdc_penalty(net, v, x, y, "max")
 
 
 def _directional_fd_check(f, x, seed):
@@ -147,23 +148,23 @@ def test_total_loss_gradient_matches_finite_differences(method):
         ys = jnp.repeat(jnp.arange(3), 2)
         match = ((lambda s: L.gradient_match_loss(net, v, xr, s, "ours")) if method == "gm" else
                  (lambda s: L.distribution_match_loss(net, v, xr, s)))
-        _directional_fd_check(lambda s: match(s) + 0.1 * L.sdc_penalty(net, v, s.reshape(6, 8, 8, 1), ys),
+        _directional_fd_check(lambda s: match(s) + 0.1 * sdc.sdc_penalty(net, v, s.reshape(6, 8, 8, 1), ys),
                               xs, seed=5)
 
 
 def test_difficulty_weights():
     scores = jnp.array([0.0, 1.0, 2.0, 5.0, 5.0])
     labels = jnp.array([0, 0, 0, 1, 1])
-    w = np.asarray(L.difficulty_weights(scores, labels, 2, temperature=1.0))
+    w = np.asarray(difficulty_weights(scores, labels, 2, temperature=1.0))
     assert w[:3].mean() == pytest.approx(1.0) and w[3:].mean() == pytest.approx(1.0)
     assert w[0] > w[1] > w[2]                      # easy (low score) weighted up
     np.testing.assert_allclose(w[3:], 1.0)        # constant scores: uniform
     z = (np.array([0.0, 1.0, 2.0]) - 1.0) / np.std([0.0, 1.0, 2.0])
     e = np.exp(-z)
     np.testing.assert_allclose(w[:3], e / e.mean(), rtol=1e-5)
-    hard = np.asarray(L.difficulty_weights(scores, labels, 2, temperature=-1.0))
+    hard = np.asarray(difficulty_weights(scores, labels, 2, temperature=-1.0))
     assert hard[2] > hard[0]
     with pytest.raises(ValueError, match="NaN or inf"):
-        L.difficulty_weights(jnp.array([0.0, jnp.inf]), jnp.array([0, 0]), 1)
+        difficulty_weights(jnp.array([0.0, jnp.inf]), jnp.array([0, 0]), 1)
     with pytest.raises(ValueError, match="non-zero"):
-        L.difficulty_weights(scores, labels, 2, temperature=0.0)
+        difficulty_weights(scores, labels, 2, temperature=0.0)

@@ -253,7 +253,7 @@ def bn_setup():
 
 @pytest.mark.parametrize("mode", ["mean", "batch"])
 def test_sdc_with_batchnorm_uses_the_batch_statistics(bn_setup, mode):
-    from jaxdd.distill.losses import sdc_penalty
+    from jaxdd.difficulty.sdc import sdc_penalty
 
     net, v, x, y = bn_setup
     got = sdc_penalty(net, v, x, y, mode, train=True)
@@ -294,7 +294,7 @@ def test_fast_per_example_norms_have_the_exact_image_gradient():
     """SDC uses jaxdd.difficulty.grad_norms; its gradient w.r.t. the images equals that of the
     vmap(grad) reference, in float64 (so agreement is to ~1e-12, not float32 noise)."""
     from jaxdd.difficulty import grand_reference
-    from jaxdd.distill.losses import per_example_grad_norms
+    from jaxdd.difficulty.sdc import per_example_grad_norms
     from jaxdd.models import create_network
 
     with jax.enable_x64(True):

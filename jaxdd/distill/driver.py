@@ -39,7 +39,7 @@ import numpy as np
 
 from jaxdd.data.distilled import DistilledSet
 from jaxdd.distill.base import Method, RealData, config_dict
-from jaxdd.distill.losses import per_example_grad_norms
+from jaxdd.difficulty.sdc import per_example_grad_norms
 from jaxdd.utils.io import OutputError, check_output, write_json
 from jaxdd.utils.labels import hard_labels
 from jaxdd.utils.mesh import replicate

@@ -26,8 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdd.difficulty.gradnorm import ModelLike
-from jaxdd.difficulty.sdc import SDC_MODES, per_example_grad_norms, safe_norm, sdc_penalty  # noqa: F401
-from jaxdd.difficulty.weights import difficulty_weights  # noqa: F401
+from jaxdd.difficulty.sdc import safe_norm
 from jaxdd.models import Network
 from jaxdd.models.adapters import ApplyFn, bind, require_embed
 from jaxdd.utils.labels import cross_entropy

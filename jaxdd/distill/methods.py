@@ -14,7 +14,7 @@
   Σ_c ‖mean φ(DSA(T_c)) − mean φ(DSA(S_c))‖² (:func:`~jaxdd.distill.losses.distribution_match_loss`);
   SGD on the images, ``lr_img`` 1.0, momentum 0.5; 20,000 iterations; real init.
 
-All three optionally add SDC, ``λ · penalty`` with :func:`~jaxdd.distill.losses.sdc_penalty`
+All three optionally add SDC, ``λ · penalty`` with :func:`~jaxdd.difficulty.sdc.sdc_penalty`
 evaluated with the network state of the matching loss on the synthetic images exactly as the
 matching loss sees them (DSA-augmented for DSA/DM): DC/DSA in inference mode with the BatchNorm
 statistics set from real images, DM with BatchNorm normalising by the statistics of the whole
@@ -45,6 +45,7 @@ import optax
 from jax.sharding import Mesh
 
 from jaxdd.augment import DSAParams, default_strategy, dsa, parse_strategy
+from jaxdd.difficulty.sdc import SDC_MODES, sdc_penalty
 from jaxdd.distill import losses, sharding
 from jaxdd.distill.base import (INITS, MEMORY_FRACTION, ImageOptimizer, RealData, available_memory_bytes,
                                 choose_class_batch, compiled_memory_bytes, image_optimizer, init_images,
@@ -115,8 +116,8 @@ class MatchingConfig:
             bad(f"batch_real must be a positive integer, got {self.batch_real!r}")
         if not self.sdc >= 0:
             bad(f"sdc (the SDC weight λ) must be >= 0, got {self.sdc}")
-        if self.sdc_mode not in losses.SDC_MODES:
-            bad(f"sdc_mode must be one of {losses.SDC_MODES}, got {self.sdc_mode!r}")
+        if self.sdc_mode not in SDC_MODES:
+            bad(f"sdc_mode must be one of {SDC_MODES}, got {self.sdc_mode!r}")
         if self.class_batch is not None and (not isinstance(self.class_batch, int) or self.class_batch < 1):
             bad(f"class_batch must be a positive integer or None, got {self.class_batch!r}")
         if self.dsa_strategy is not None:
@@ -266,7 +267,7 @@ class _ImageMethod:
         metrics = {"loss": match / num_classes}
         if self.config.sdc > 0:
             flat = x_syn.reshape((-1,) + x_syn.shape[2:])
-            pen = losses.sdc_penalty(self.network, variables, flat, labels, self.config.sdc_mode,
+            pen = sdc_penalty(self.network, variables, flat, labels, self.config.sdc_mode,
                                      self.config.sdc_squared, train=train)
             metrics["sdc"] = pen
             return match + self.config.sdc * pen, metrics

@@ -32,7 +32,7 @@ import optax
 from jax.sharding import Mesh
 
 from jaxdd.distill.base import INITS, RealData, image_optimizer, init_images, register_method, start_images
-from jaxdd.distill.losses import SDC_MODES
+from jaxdd.difficulty.sdc import SDC_MODES
 from jaxdd.distill.trajectory import MEMORY_MODES, resolve_checkpoint_every, trajectory_loss
 from jaxdd.distill.trajectory_configs import authors_defaults
 from jaxdd.experts.buffer import ExpertBuffer, vector_to_params

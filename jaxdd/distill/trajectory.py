@@ -21,7 +21,7 @@ statistics, as the reference ``student_net.train()``).
     L = ‖θ_N − θ*_{t+M}‖² / ‖θ*_t − θ*_{t+M}‖²  +  λ · (1/N) Σ_i P(θ_i, A_i(x̃[b_i]), ỹ[b_i])
 
 The second term is SDC on trajectories (Wang et al. 2024, arXiv 2408.12483): the gradient-norm penalty of
-the synthetic batch at every student state, :func:`jaxdd.distill.losses.sdc_penalty` (``mean`` per
+the synthetic batch at every student state, :func:`jaxdd.difficulty.sdc.sdc_penalty` (``mean`` per
 example or ``batch`` gradient norm, optionally squared) in the student's train mode (BatchNorm on
 the batch's statistics, like the step's loss), averaged over the steps; ``λ = 0`` drops it.
 
