@@ -1,8 +1,11 @@
 """Guided generation on Fashion-MNIST: unguided prior samples, DAG, ACS and DGS on generated pools
 against random real images and DM, at IPC 1, 10 and 50, on ConvNet, LeNet, MLP and ResNet-18.
 
-    python experiments/guided_fmnist.py [--ipc 1 10 50] [--archs convnet lenet mlp resnet18]
-        [--folder runs/guided_fmnist] [--out DIR] [--budget-s S | --deadline UNIX_TIME] [--tiny]
+    python experiments/run.py --config guided_fmnist [--config.ipc=1,10,50] [--config.archs=convnet,mlp]
+        [--config.folder=runs/guided_fmnist] [--config.out=DIR] [--config.budget_s=S] [--config.tiny=true]
+    python experiments/guided_fmnist.py [--ipc 1 10 50] [--budget-s S] [--tiny] ...   # the same, old flags
+
+(fields and defaults: ``jaxdd/configs/guided_fmnist.py``)
 
 (``benchmarks/guided_gpu.sh`` runs it on an accelerator under a wall-clock budget.) Stages, each
 cached in ``--folder`` so that a second call continues where the first stopped:
@@ -38,7 +41,6 @@ rerun evaluates the architectures still missing on the float16-rounded images (r
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -74,31 +76,17 @@ def default_estimate(kind: str) -> float:
     return DEFAULT_S[max(keys, key=len)] if keys else 30.0
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", default=None, help="default fashion_mnist (embedded with --tiny)")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--ipc", type=int, nargs="+", default=None, help="default 1 10 50 (2 with --tiny)")
-    p.add_argument("--archs", nargs="+", default=None,
-                   help="default convnet lenet mlp resnet18 (convnet mlp with --tiny)")
-    p.add_argument("--folder", default="runs/guided_fmnist")
-    p.add_argument("--out", default=os.environ.get("OUT") or "benchmarks/results")
-    p.add_argument("--budget-s", type=float, default=None)
-    p.add_argument("--deadline", type=float, default=None, help="UNIX time; no job starts that would end later")
-    p.add_argument("--margin-s", type=float, default=15.0, help="seconds kept free before the deadline")
-    p.add_argument("--tar", action="store_true")
-    p.add_argument("--restore", nargs="+", default=None, help="archives to unpack when --folder does not exist")
-    p.add_argument("--tiny", action="store_true")
-    p.add_argument("--eval-epochs", type=int, default=None)
-    p.add_argument("--eval-models", type=int, default=None)
-    p.add_argument("--dm-iterations", type=int, default=None)
-    p.add_argument("--disc-epochs", type=int, default=None)
-    p.add_argument("--prior-steps", type=int, default=None)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a setting of FULL / TINY (JSON value; prior.width=32, ddim_steps=25, ...)")
-    p.add_argument("--only", default=None, help="comma list of set names to run (e.g. unguided_cfg2,dag_real)")
-    p.add_argument("--seed", type=int, default=0)
-    return p.parse_args(argv)
+def settings(args):
+    """The config's fields with the mode's defaults resolved: empty / zero means "the default"."""
+    args.ipc = list(args.ipc) or ([2] if args.tiny else [1, 10, 50])
+    args.archs = list(args.archs) or (["convnet", "mlp"] if args.tiny else ["convnet", "lenet", "mlp", "resnet18"])
+    args.out = args.out or os.environ.get("OUT") or "benchmarks/results"
+    for field in ("dataset", "data_dir", "only", "budget_s", "deadline", "eval_epochs", "eval_models", "dm_iterations",
+                  "disc_epochs", "prior_steps"):
+        setattr(args, field, getattr(args, field) or None)
+    args.restore = list(args.restore) or None
+    args.set = list(args.set)
+    return args
 
 
 class Run:
@@ -150,7 +138,8 @@ def mean_kl(weights, scores, labels, lo, hi) -> float:
     return float(np.mean(histogram_kl(weights, t, labels)))
 
 
-def main(argv=None) -> int:
+def run(args) -> int:
+    """The experiment with the settings ``args`` (fields of ``jaxdd/configs/guided_fmnist.py``)."""
     from jaxdd.data import load_dataset
     from jaxdd.data.sampler import random_real
     from jaxdd.evaluate import evaluate_set
@@ -163,9 +152,7 @@ def main(argv=None) -> int:
     from jaxdd.utils.images import save_class_grid
     from jaxdd.utils.io import write_json
 
-    args = parse_args(argv)
-    args.ipc = args.ipc or ([2] if args.tiny else [1, 10, 50])
-    args.archs = args.archs or (["convnet", "mlp"] if args.tiny else ["convnet", "lenet", "mlp", "resnet18"])
+    args = settings(args)
     cfg = json.loads(json.dumps(TINY if args.tiny else FULL))
     for k, v in (("eval_epochs", args.eval_epochs), ("eval_models", args.eval_models),
                  ("dm_iterations", args.dm_iterations), ("disc_epochs", args.disc_epochs)):
@@ -196,10 +183,11 @@ def main(argv=None) -> int:
             print(f"[guided] restored {folder} from {archive}", flush=True)
     folder.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
-    run = Run(args, cfg, folder, out)
-    rec = run.record
+    jobs = Run(args, cfg, folder, out)
+    rec = jobs.record
     rec["settings"] = cfg
-    rec["command"] = " ".join(["python", "experiments/guided_fmnist.py", *(sys.argv[1:] if argv is None else argv)])
+    rec["config"] = dict(vars(args))
+    rec["command"] = " ".join(["python", *sys.argv])
     ds = load_dataset(args.dataset or ("embedded" if args.tiny else "fashion_mnist"), data_dir=args.data_dir,
                       progress=False)
     rec["dataset"] = ds.name
@@ -207,8 +195,8 @@ def main(argv=None) -> int:
     arch_name = (lambda a: TINY_ARCHS[a]) if args.tiny else (lambda a: a)
 
     def publish():
-        write_json(run.status_path, {k: rec[k] for k in ("sets", "evals", "prior", "classifier", "calls")})
-        record = {**rec, "timing_by_kind_s": {k: round(v, 1) for k, v in run.timing.items()}}
+        write_json(jobs.status_path, {k: rec[k] for k in ("sets", "evals", "prior", "classifier", "calls")})
+        record = {**rec, "timing_by_kind_s": {k: round(v, 1) for k, v in jobs.timing.items()}}
         write_json(out / "guided_gpu.json", record)
         (out / "guided_gpu.md").write_text(results_md(record, args))
 
@@ -224,7 +212,7 @@ def main(argv=None) -> int:
         done_steps = rec["prior"].get("step", 0)
         while done_steps < total:
             stop = min(total, done_steps + pc["chunk"])
-            r = run.job(f"prior steps {done_steps}-{stop}", "prior", lambda stop=stop: train_prior(
+            r = jobs.job(f"prior steps {done_steps}-{stop}", "prior", lambda stop=stop: train_prior(
                 prior, ds, ptc, prior_dir, resume=True, sample_every=ptc.steps, checkpoint_every=pc["chunk"],
                 log_every=100, progress=False, stop_at=stop))
             if r is None:
@@ -252,7 +240,7 @@ def main(argv=None) -> int:
                 s = c.scores(ds.x_train, ds.y_train)
                 np.savez(path, scores=s)
             return c, s
-        r = run.job("classifier", "classifier", classifier_job)
+        r = jobs.job("classifier", "classifier", classifier_job)
         if r is None:
             publish()
             return 0
@@ -379,11 +367,11 @@ def main(argv=None) -> int:
                 if key not in rec["sets"]:
                     if kind == "acs":  # K - 1 discriminators, each compiled for its own set size
                         k = int(name.rsplit("k", 1)[1])
-                        run.job(f"set {key}", f"acs_{ipc}_k{k}", fn, default=20.0 + 12.0 * k)
+                        jobs.job(f"set {key}", f"acs_{ipc}_k{k}", fn, default=20.0 + 12.0 * k)
                     else:
-                        run.job(f"set {key}", f"{kind}_{ipc}" if kind in ("gen", "dm") else kind, fn)
+                        jobs.job(f"set {key}", f"{kind}_{ipc}" if kind in ("gen", "dm") else kind, fn)
                 if key in rec["sets"] and "convnet" in args.archs and f"{key}/convnet" not in rec["evals"]:
-                    run.job(f"eval {key}/convnet", f"eval_convnet_{ipc}", make_eval(ipc, name, "convnet"))
+                    jobs.job(f"eval {key}/convnet", f"eval_convnet_{ipc}", make_eval(ipc, name, "convnet"))
 
         def other_archs(ipc):
             w = best_cfg(ipc)
@@ -393,7 +381,7 @@ def main(argv=None) -> int:
                         continue
                     key = f"ipc{ipc}/{name}"
                     if key in rec["sets"] and f"{key}/{arch}" not in rec["evals"]:
-                        run.job(f"eval {key}/{arch}", f"eval_{arch}_{ipc}", make_eval(ipc, name, arch))
+                        jobs.job(f"eval {key}/{arch}", f"eval_{arch}_{ipc}", make_eval(ipc, name, arch))
 
         # order (what a short budget gets first): every non-ACS set with its ConvNet score; ACS, then the
         # other architectures, at the smaller IPCs; the largest IPC's ACS (many discriminator
@@ -497,4 +485,6 @@ def results_md(record: dict, args) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from run import legacy_main
+
+    sys.exit(legacy_main("guided_fmnist"))

@@ -276,6 +276,15 @@ def test_the_experiment_commands_in_results_md_map_onto_their_configs():
     config = load_config("baselines_fmnist")
     apply_overrides(config, runner.legacy_overrides(config, ["--no-full", "--full-epochs", "2"]))
     assert config.no_full is True and config.full_epochs == 2
+    config = load_config("guided_fmnist")  # the flags benchmarks/guided_gpu.sh passes
+    apply_overrides(config, runner.legacy_overrides(config, [
+        "--tiny", "--margin-s", "2", "--deadline", "1700000000", "--folder", "runs/g", "--out", "o", "--tar",
+        "--restore", "runs/g.tar.gz", "runs/guided_sets.tar.gz", "--data-dir", "data/fashion-mnist",
+        "--ipc", "1", "10", "--archs", "convnet", "mlp"]))
+    assert (config.tiny, config.margin_s, config.deadline, config.folder, config.tar, config.restore, config.ipc,
+            config.archs, config.data_dir) == (True, 2.0, 1.7e9, "runs/g", True,
+                                               ("runs/g.tar.gz", "runs/guided_sets.tar.gz"), (1, 10),
+                                               ("convnet", "mlp"), "data/fashion-mnist")
 
 
 def test_the_configs_ship_in_the_wheel():

@@ -9,8 +9,14 @@ Cross-entropy of logits ``z`` against label rows ``y`` (one-hot rows for hard la
 
     ℓ(z, y) = −Σ_c y_c log softmax(z)_c = logsumexp(z) − z_y   (hard label y)
 
-per example, in float32 at least (float64 stays float64), by optax (``softmax_cross_entropy_with_integer_labels`` for class
-indices, ``softmax_cross_entropy`` for rows); callers take the mean or a weighted mean.
+per example, in float32 at least (float64 stays float64); callers take the mean or a weighted mean.
+Hard labels take PyTorch's ``nn.CrossEntropyLoss`` form, the loss of the DC/DSA/DM/MTT reference code:
+``log_softmax`` then the negative log-likelihood of the label (``−take(log_softmax(z), y)``); soft rows
+take ``optax.softmax_cross_entropy``. The hard form is kept rather than optax's
+``softmax_cross_entropy_with_integer_labels`` (``logsumexp(z) − z_y``, equal in exact arithmetic)
+because the latter's gradient rounds differently in float32, which would change every trained
+network and expert trajectory by rounding; a one-hot product in the soft form does too, once XLA
+fuses it into the training step.
 """
 
 from __future__ import annotations
@@ -57,5 +63,6 @@ def cross_entropy(logits: jax.Array, labels: Any) -> jax.Array:
                          "integer class indices (B,) or soft-label rows (B, num_classes)")
     logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))  # bf16/f16 -> f32; f64 stays
     if is_soft(labels, logits.ndim - 1):
-        return optax.softmax_cross_entropy(logits, label_rows(labels, logits.shape[-1], logits.ndim - 1))
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels.astype(jnp.int32))
+        return optax.softmax_cross_entropy(logits, label_rows(labels, logits.shape[-1], logits.ndim - 1, logits.dtype))
+    log_p = jax.nn.log_softmax(logits, axis=-1)
+    return -jnp.take_along_axis(log_p, labels.astype(jnp.int32)[..., None], axis=-1)[..., 0]
