@@ -6,13 +6,17 @@ folder name. ``log.scalars(step, {"loss": 0.3, "grand_per_class": [..]})`` write
 and number lists as ``tag/<name>`` (names from ``list_names``, else the index); ``log.image(step,
 tag, hwc)`` writes a (H, W, 3) uint8 or [0, 1] float image. ``purge_step=s`` (a resumed run) tells
 TensorBoard to drop events at steps ``>= s`` left by the interrupted run. Writes are queued and
-flushed by ``flush()`` / ``close()`` (also on leaving a ``with`` block).
+flushed by ``flush()`` / ``close()`` (also on leaving a ``with`` block). A remote ``folder``
+(``gs://bucket/run``, ``etils.epath``) gets its events written to a local temporary folder and
+uploaded there, each event file as one object, at every ``flush()`` / ``close()``.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import shutil
+import tempfile
 import uuid
 from numbers import Real
 from typing import Any, Mapping, Sequence
@@ -34,7 +38,10 @@ class MetricLog:
                  list_names: Sequence[str] | None = None):
         from tensorboardX import SummaryWriter
 
-        self.logdir = str(logdir)
+        from jaxdd.utils.io import is_remote
+
+        self.logdir = os.fspath(logdir)
+        self._staging = None  # the local folder of a remote logdir's events
         self.list_names = None if list_names is None else [str(n) for n in list_names]
         # tensorboardX names event files by the second and the host only: a run resumed within the
         # same second would overwrite the interrupted run's file, so each writer gets its own suffix
@@ -43,9 +50,22 @@ class MetricLog:
         if not is_primary():  # a multi-process run logs once, from the primary process
             self._writer = _NoWriter()
         else:
-            self._writer = SummaryWriter(self.logdir, purge_step=purge_step, flush_secs=30,
+            if is_remote(self.logdir):
+                self._staging = tempfile.mkdtemp(prefix="jaxdd-events-")
+            self._writer = SummaryWriter(self._staging or self.logdir, purge_step=purge_step, flush_secs=30,
                                          filename_suffix=f".{os.getpid()}.{uuid.uuid4().hex[:8]}")
         self._closed = False
+
+    def _upload(self) -> None:
+        """Copy the staged event files of a remote logdir there (each replaced as one object)."""
+        if self._staging is None:
+            return
+        from jaxdd.utils.io import as_path
+
+        target = as_path(self.logdir)
+        for name in sorted(os.listdir(self._staging)):
+            with open(os.path.join(self._staging, name), "rb") as f:
+                (target / name).write_bytes(f.read())
 
     def _names(self, n: int) -> list[str]:
         if self.list_names is not None and len(self.list_names) == n:
@@ -88,11 +108,15 @@ class MetricLog:
     def flush(self) -> None:
         if not self._closed:
             self._writer.flush()
+            self._upload()
 
     def close(self) -> None:
         if not self._closed:
             self._writer.close()
             self._closed = True
+            self._upload()
+            if self._staging is not None:
+                shutil.rmtree(self._staging, ignore_errors=True)
 
     def __enter__(self) -> "MetricLog":
         return self
