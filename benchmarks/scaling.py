@@ -184,7 +184,11 @@ def run_row(args, platform: str, devices: int, processes: int) -> dict:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(visible[i * local:(i + 1) * local])
         else:
             env["JAX_PLATFORMS"] = "cpu"
-            env.pop("XLA_FLAGS", None)  # the device count comes from jax_num_cpu_devices
+            from jaxdd.utils.distributed import cpu_collective_timeout_flags
+
+            # the device count comes from jax_num_cpu_devices; a loaded machine may delay a process
+            # past XLA's 40 s collective wait
+            env["XLA_FLAGS"] = cpu_collective_timeout_flags(int(args.timeout))
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--platform", platform,
                "--devices", str(devices), "--local-devices", str(local), "--num-processes", str(processes),
                "--process-id", str(i), "--coordinator", f"localhost:{port}", "--ipc", str(args.ipc),

@@ -2,6 +2,7 @@
 a distillation writes every output there, resumes from its checkpoint there, and nothing lands on
 local disk under a path made from the URL."""
 
+import io
 import json
 import os
 import sys
@@ -25,8 +26,12 @@ def _temp_leftovers() -> set[str]:
 
 
 def test_distill_writes_and_resumes_at_a_url(tiny_npz, tmp_path, monkeypatch, capsys):
+    from etils import epath
+
     from jaxdd.cli import main
+    from jaxdd.data import load_dataset
     from jaxdd.data.distilled import DistilledSet
+    from jaxdd.prune import load_subset
     from jaxdd.utils.checkpoint import Checkpointer
 
     cwd = tmp_path / "cwd"
@@ -56,6 +61,17 @@ def test_distill_writes_and_resumes_at_a_url(tiny_npz, tmp_path, monkeypatch, ca
                      "--num-models", "1", "--epochs", "1", "--out", "gs://bucket/eval.json"]) == 0
         record = json.loads(bytes(store["/bucket/eval.json"].getbuffer()))
         assert record["config"]["out"] == "gs://bucket/eval.json" and record["results"][0]["num_models"] == 1
+        # jaxdd prune reads its scores from a URL and writes the subset there; the subset reads back
+        scores = np.random.default_rng(0).uniform(size=24)
+        buf = io.BytesIO()
+        np.savez(buf, scores=scores)
+        store_path = "gs://bucket/scores.npz"
+        epath.Path(store_path).write_bytes(buf.getvalue())
+        assert main(["prune", "--scores", store_path, "--dataset", tiny_npz, "--keep", "0.5",
+                     "--out", "gs://bucket/sub.npz"]) == 0
+        subset = load_subset(load_dataset(tiny_npz), "gs://bucket/sub.npz")
+        keep = np.sort(np.concatenate([np.argsort(scores[c * 8:(c + 1) * 8])[:4] + c * 8 for c in range(3)]))
+        np.testing.assert_array_equal(np.sort(subset.original_indices), keep)  # the 4 easiest of each class
     assert _local_files(cwd) == []  # nothing written under the current folder
     assert not os.path.exists("/gs/bucket")  # etils' internal form of gs:// paths, never a local folder
     assert _temp_leftovers() == before  # staging files removed
