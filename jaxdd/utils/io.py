@@ -91,12 +91,7 @@ def check_output(path: str | os.PathLike, *, folder: bool = False, flag: str = "
     if is_remote(path):
         return _check_remote_output(as_path(path), folder, flag)
     path = Path(os.fspath(as_path(path)))
-    if folder and path.exists() and not path.is_dir():
-        raise OutputError(f"{flag} {path} is an existing file, but it names an output folder; give a folder "
-                          "path (e.g. runs/NAME) or move the file away")
-    if not folder and path.is_dir():
-        raise OutputError(f"{flag} {path} is an existing folder, but it names an output file; give a file path "
-                          f"such as {path / 'results.json'}")
+    _check_kind(path, folder, flag)
     target = path if folder else path.parent
     existing = next(p for p in [target, *target.parents] if p.exists() or p == p.parent)
     if not existing.is_dir():
@@ -110,18 +105,23 @@ def check_output(path: str | os.PathLike, *, folder: bool = False, flag: str = "
     return as_path(path)
 
 
+def _check_kind(path, folder: bool, flag: str) -> None:
+    """An existing ``path`` (pathlib or epath) is a folder when ``folder``, else not a folder."""
+    if folder and path.exists() and not path.is_dir():
+        raise OutputError(f"{flag} {path} is an existing file, but it names an output folder; give a folder "
+                          "path (e.g. runs/NAME) or move the file away")
+    if not folder and path.is_dir():
+        raise OutputError(f"{flag} {path} is an existing folder, but it names an output file; give a file path "
+                          f"such as {path / 'results.json'}")
+
+
 def _check_remote_output(path: epath.Path, folder: bool, flag: str) -> epath.Path:
     """:func:`check_output` for a URL: write and delete a probe object beside (or in) ``path``."""
     import uuid
 
     probe = (path if folder else path.parent) / f".jaxdd-write-check.{uuid.uuid4().hex[:12]}"
     try:
-        if folder and path.exists() and not path.is_dir():
-            raise OutputError(f"{flag} {path} is an existing object, but it names an output folder; give a "
-                              "folder path (e.g. gs://bucket/runs/NAME)")
-        if not folder and path.is_dir():
-            raise OutputError(f"{flag} {path} is an existing folder, but it names an output file; give a file path "
-                              f"such as {path / 'results.json'}")
+        _check_kind(path, folder, flag)
         probe.write_bytes(b"")
         probe.unlink()
     except OutputError:
