@@ -111,3 +111,27 @@ def test_unsupported_scheme_is_a_clear_error():
         check_output("memory://bucket/x", folder=True)
     assert str(as_path("gs://bucket/a/b")) == "gs://bucket/a/b"  # URLs stay URLs
     assert str(as_path("~/x")) == os.path.expanduser("~/x")
+
+
+def test_metric_log_uploads_events_to_a_url(monkeypatch, tmp_path):
+    """TensorBoard events of a remote logdir: staged locally, uploaded on flush and (throttled)
+    while logging; the uploaded file holds the scalars (read with test_metric_log's record reader)."""
+    from test_metric_log import read_records
+
+    from jaxdd.utils import metric_log
+    from jaxdd.utils.metric_log import MetricLog
+
+    with fake_gcs() as store:
+        log = MetricLog("gs://bucket/tb")
+        log.scalars(1, {"loss": 0.5})
+        assert not store  # throttled: nothing uploaded yet
+        monkeypatch.setattr(metric_log, "UPLOAD_SECONDS", 0.0)
+        log.scalars(2, {"loss": 0.25})
+        (name,) = [k for k in store if k.startswith("/bucket/tb/events.out.tfevents.")]
+        log.close()
+        data = bytes(store[name].getbuffer())
+    assert not os.path.exists(log._staging)  # the staging folder is removed on close
+    (tmp_path / "events").write_bytes(data)
+    scalars = [(e.step, v.simple_value) for e in read_records(tmp_path / "events") for v in e.summary.value
+               if v.tag == "loss"]
+    assert scalars == [(1, 0.5), (2, 0.25)]
