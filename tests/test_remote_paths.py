@@ -99,6 +99,8 @@ def test_local_only_paths_fail_before_work(tiny_npz, tmp_path, monkeypatch, caps
         assert main(argv) == 1, argv
         err = capsys.readouterr().err
         assert named in err and "needs a local path" in err, err
+    assert main(["distill", "--dataset", "gs://b/data.npz", "--out", str(tmp_path / "d2")]) == 1
+    assert "dataset gs://b/data.npz: dataset files are read from local paths" in capsys.readouterr().err
     assert _local_files(tmp_path) == []
 
 
