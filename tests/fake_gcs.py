@@ -27,6 +27,7 @@ from typing import Iterator
 
 import fsspec
 from fsspec.implementations.memory import MemoryFileSystem
+from fsspec.registry import _registry
 
 
 class FakeGCSFileSystem(MemoryFileSystem):
@@ -52,6 +53,7 @@ class FakeGCSFileSystem(MemoryFileSystem):
 
 
 def _generation(data: bytes) -> int:
+    """A positive generation number that changes when the content does (0 means "absent" to GCS)."""
     return (zlib.crc32(data) << 20) + len(data) % (1 << 20) + 1
 
 
@@ -209,7 +211,7 @@ def fake_gcs() -> Iterator[dict]:
         server.server_close()
         for p, impl in saved.items():
             if impl is None:
-                fsspec.registry._registry.pop(p, None) if hasattr(fsspec.registry, "_registry") else None
+                _registry.pop(p, None)  # back to fsspec's lazily imported default (gcsfs)
             else:
                 fsspec.register_implementation(p, impl, clobber=True)
         backend.fsspec_backend._get_filesystem.cache_clear()
