@@ -24,10 +24,11 @@ speed-up. On a GPU host the ``gpu`` rows use the real GPUs (rows needing more GP
 has are listed as skipped); ``--platform cpu`` runs only the CPU rows, ``--platform gpu`` only
 the GPU rows, ``auto`` both where a GPU is present. The 1-minute load average is recorded.
 
-``--memory`` instead prints XLA's compiled memory estimate per device of one DM update
-(ConvNet, CIFAR-10 shape, the authors' 256 real images per class, all real images embedded at
-once as on an accelerator) at IPC 10 and 50 on 1 and 8 (fake CPU) devices: the synthetic set is
-replicated, the real batch split over the ``data`` axis.
+``--memory --batch-real 256`` instead prints XLA's compiled memory estimate per device of one DM
+update (ConvNet, CIFAR-10 shape, all real images embedded at once as on an accelerator) at IPC 10
+and 50 on ``--devices`` (fake CPU) devices, in two layouts: ``data`` (the real batch split by
+image, the synthetic set and its gradient replicated) and ``class`` (``class_split``: the classes,
+real and synthetic, split over the devices; 1 device is the unsplit loss).
 """
 
 from __future__ import annotations
@@ -115,15 +116,14 @@ def worker(args) -> int:
 
 
 def memory_rows(args) -> list[dict]:
-    """Compiled memory per device of one DM update at IPC 10/50 on 1 and 8 CPU devices (compiled, not run)."""
+    """Compiled memory per device of one DM update at IPC 10/50 on ``--devices`` fake CPU devices,
+    the real batch split by image (``data``) or the classes split (``class``); compiled, not run."""
     import dataclasses
 
     import jax
 
     jax.config.update("jax_platforms", "cpu")
-    jax.config.update("jax_num_cpu_devices", 8)
-    from _bench import compiled_memory_bytes, megabytes
-
+    jax.config.update("jax_num_cpu_devices", max(int(v) for v in args.devices.split(",")))
     from jaxdd.distill import build_method
     from jaxdd.distill.base import RealData
     from jaxdd.models import create_network
@@ -131,21 +131,25 @@ def memory_rows(args) -> list[dict]:
 
     net = create_network("convnet", num_classes=NUM_CLASSES, input_shape=SHAPE)
     rows = []
+    n = args.batch_real
+    x = np.zeros((NUM_CLASSES * n,) + SHAPE, np.float32)
+    real = RealData.from_arrays(x, np.repeat(np.arange(NUM_CLASSES), n), NUM_CLASSES)
     for ipc in (10, 50):
-        n = 256
-        x = np.zeros((NUM_CLASSES * n,) + SHAPE, np.float32)
-        real = RealData.from_arrays(x, np.repeat(np.arange(NUM_CLASSES), n), NUM_CLASSES)
-        for d in (1, 8):
-            mesh = data_mesh(d) if d > 1 else None
-            method = dataclasses.replace(build_method("dm", net, mesh=mesh, ipc=ipc, batch_real=n,
-                                                      class_batch=NUM_CLASSES),  # no memory plan: all at once
-                                         real_chunk=2**31 - 1)
-            state = method.init(jax.random.key(0), real)
-            r, st = replicate((real, state), mesh)
-            compiled = jax.jit(method.update).lower(st, r).compile()
-            rows.append({"method": "dm", "ipc": ipc, "batch_real": n, "devices": d,
-                         "memory_mb_per_device": megabytes(compiled_memory_bytes(compiled))})
-            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+        for layout in ("data", "class"):
+            for d in (int(v) for v in args.devices.split(",")):
+                mesh = data_mesh(d) if d > 1 else None
+                method = dataclasses.replace(build_method("dm", net, mesh=mesh, ipc=ipc, batch_real=n,
+                                                          class_batch=NUM_CLASSES),  # no memory plan: all at once
+                                             real_chunk=2**31 - 1, class_split=layout == "class" and d > 1)
+                state = method.init(jax.random.key(0), real)
+                r, st = replicate((real, state), mesh)
+                m = jax.jit(method.update).lower(st, r).compile().memory_analysis()
+                mb = lambda v: round(v / 2**20, 1)  # noqa: E731
+                rows.append({"ipc": ipc, "batch_real": n, "layout": layout, "devices": d,
+                             "arguments_mb": mb(m.argument_size_in_bytes), "temp_mb": mb(m.temp_size_in_bytes),
+                             "total_mb": mb(m.argument_size_in_bytes + m.output_size_in_bytes
+                                            + m.temp_size_in_bytes)})
+                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     return rows
 
 
@@ -180,7 +184,11 @@ def run_row(args, platform: str, devices: int, processes: int) -> dict:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(visible[i * local:(i + 1) * local])
         else:
             env["JAX_PLATFORMS"] = "cpu"
-            env.pop("XLA_FLAGS", None)  # the device count comes from jax_num_cpu_devices
+            from jaxdd.utils.distributed import cpu_collective_timeout_flags
+
+            # the device count comes from jax_num_cpu_devices; a loaded machine may delay a process
+            # past XLA's 40 s collective wait
+            env["XLA_FLAGS"] = cpu_collective_timeout_flags(int(args.timeout))
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--platform", platform,
                "--devices", str(devices), "--local-devices", str(local), "--num-processes", str(processes),
                "--process-id", str(i), "--coordinator", f"localhost:{port}", "--ipc", str(args.ipc),

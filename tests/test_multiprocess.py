@@ -20,10 +20,12 @@ import numpy as np
 import pytest
 
 from jaxdd.utils.checkpoint import Checkpointer
+from jaxdd.utils.distributed import cpu_collective_timeout_flags
 
 WORKER = Path(__file__).resolve().parent / "multiprocess_worker.py"
 TIMEOUT = 600  # seconds for one launch (a loaded 2-core CI machine compiles slowly)
 HEARTBEAT = 10  # seconds after which the survivors of a dead process are told (JAXDD_HEARTBEAT_TIMEOUT)
+COLLECTIVE_WAIT = 300  # seconds a device may wait at a collective for the other process (XLA's default: 40)
 
 
 def _free_port() -> int:
@@ -34,9 +36,12 @@ def _free_port() -> int:
 
 def _start(out: Path, dataset: str, phases: str, processes: int, devices_per_process: int,
            extra: list[str] = ()) -> list[subprocess.Popen]:
+    # a process may reach a collective minutes after its peer on a loaded 2-core machine (compiling,
+    # or the primary writing outputs): XLA's 40 s rendezvous abort (DEADLINE_EXCEEDED) is raised to
+    # COLLECTIVE_WAIT; a dead peer is still reported after HEARTBEAT seconds
     env = {**os.environ, "JAXDD_HEARTBEAT_TIMEOUT": str(HEARTBEAT), "JAX_PLATFORMS": "cpu",
            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices_per_process} "
-                        "--xla_backend_optimization_level=0"}
+                        f"--xla_backend_optimization_level=0 {cpu_collective_timeout_flags(COLLECTIVE_WAIT)}"}
     port = _free_port()
     procs = []
     for i in range(processes):

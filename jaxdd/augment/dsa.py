@@ -142,8 +142,8 @@ def _per_image(v, n: int, dtype) -> jax.Array:
 
 def _gather(x: jax.Array, rows: jax.Array, cols: jax.Array) -> jax.Array:
     """``x[n, rows[n, i, j], cols[n, i, j]]`` for every image n (indices already in range)."""
-    batch = jnp.arange(x.shape[0])[:, None, None]
-    return x[batch, rows, cols]
+    # vmapped, the batch becomes a gather batching dimension: a batch split over devices stays split
+    return jax.vmap(lambda xi, r, c: xi[r, c])(x, rows, cols)
 
 
 def flip(x: jax.Array, do: jax.Array | bool) -> jax.Array:

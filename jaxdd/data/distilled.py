@@ -12,12 +12,11 @@ import dataclasses
 import os
 import zipfile
 import zlib
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from jaxdd.utils.io import read_json, save_npz, write_json
+from jaxdd.utils.io import as_path, load_npz, read_json, save_npz, write_json
 from jaxdd.utils.labels import hard_labels, is_soft
 
 FORMAT_VERSION = 1
@@ -55,8 +54,9 @@ class DistilledSet:
             raise ValueError("images are ZCA-whitened: use Dataset.denormalize of the whitened dataset")
         return np.clip(np.asarray(self.images) * self.std + self.mean, 0.0, 1.0)
 
-    def save(self, folder: str | os.PathLike) -> Path:
-        folder = Path(folder)
+    def save(self, folder: str | os.PathLike):
+        """Write ``distilled.npz`` and ``distilled.json`` into ``folder`` (local or a URL, ``etils.epath``)."""
+        folder = as_path(folder)
         arrays = {"images": np.asarray(self.images, np.float32), "labels": np.asarray(self.labels)}
         if self.lr is not None:
             arrays["lr"] = np.float32(self.lr)
@@ -69,7 +69,7 @@ class DistilledSet:
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> "DistilledSet":
-        folder = Path(folder)
+        folder = as_path(folder)
         npz, meta_path = folder / "distilled.npz", folder / "distilled.json"
         if not npz.exists() or not meta_path.exists():
             raise FileNotFoundError(
@@ -88,7 +88,7 @@ class DistilledSet:
             raise ValueError(f"{folder}: distilled-set format version {meta.get('format_version')} is not "
                              f"supported (this jaxdd reads version {FORMAT_VERSION})")
         try:
-            with np.load(npz, allow_pickle=False) as z:
+            with load_npz(npz) as z:
                 missing = {"images", "labels"} - set(z.files)
                 if missing:
                     raise ValueError(f"{npz} lacks the arrays {sorted(missing)}; {fix}")

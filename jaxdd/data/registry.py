@@ -234,6 +234,9 @@ def load_raw(name: str, *, data_dir: str | os.PathLike | None = None, image_size
         size = image_size if image_size is not None else entry.image_size
         ctx = dataclasses.replace(ctx, image_size=size, crop=entry.crop if crop is None else bool(crop))
         return key, check_raw(key, entry.loader(entry, ctx, **options))
+    if "://" in name:
+        raise DatasetError(f"dataset {name}: dataset files are read from local paths; copy the file or folder "
+                           "to local disk, or use tfds:NAME with a gs:// --data-dir (TFDS reads GCS itself)")
     path = Path(name).expanduser()
     if path.exists():
         label = detect_cifar(path) or path.name.split(".")[0] or str(path)

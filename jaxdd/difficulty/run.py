@@ -6,8 +6,8 @@ fields of ``jaxdd score --help`` (a mapping, ``ConfigDict`` or namespace)."""
 from __future__ import annotations
 
 import json
+import os
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -22,7 +22,7 @@ def epochs_list(text) -> list[int] | None:
         raise ValueError(f"--score-epochs expects comma-separated integers, got {text!r}") from None
 
 
-def run_score(config, out: str | Path | None = None) -> dict:
+def run_score(config, out: str | os.PathLike | None = None) -> dict:
     """Score the training split as the settings say and write ``out`` (an ``.npz``) and its companions."""
     import jax
 
@@ -31,11 +31,11 @@ def run_score(config, out: str | Path | None = None) -> dict:
     from jaxdd.models import create_network
     from jaxdd.train import TrainConfig
     from jaxdd.utils.config import as_fields
-    from jaxdd.utils.io import check_output, format_table, save_npz, write_json
+    from jaxdd.utils.io import as_path, check_output, format_table, save_npz, write_json
     from jaxdd.utils.mesh import data_mesh
 
     c = as_fields(config)
-    out = Path(out or c.out)
+    out = as_path(out or c.out)
     if out.suffix != ".npz":
         raise ValueError(f"--out must name an .npz file, got {out}")
     check_output(out)

@@ -195,7 +195,8 @@ def weighted_mean(f: jax.Array, weights: jax.Array | None) -> jax.Array:
 
 def distribution_match_loss(net: ModelLike, variables: Any, x_real: jax.Array, x_syn: jax.Array,
                             real_weights: jax.Array | None = None, train: bool = True,
-                            real_chunk: int | None = None, *, embed_fn: ApplyFn | None = None) -> jax.Array:
+                            real_chunk: int | None = None, *, embed_fn: ApplyFn | None = None,
+                            class_weights: jax.Array | None = None) -> jax.Array:
     """DM: ``Σ_c ‖mean_w φ(T_c) - mean φ(S_c)‖²`` on the features φ of the model's ``embed``
     (``net.embed`` of a jaxdd ``Network``; ``embed_fn(params, x)`` with a plain ``apply_fn``).
 
@@ -206,18 +207,25 @@ def distribution_match_loss(net: ModelLike, variables: Any, x_real: jax.Array, x
     images that many at a time (``lax.map``; they need no gradient): the same features with less
     memory and, on CPU, faster convolutions; ignored for BatchNorm networks, whose statistics
     span the whole batch (a plain ``embed_fn`` must treat images independently to use it).
-    ``train`` matters for a jaxdd ``Network`` only.
+    ``train`` matters for a jaxdd ``Network`` only. ``class_weights`` (C,) scales each class's
+    term (0 drops a class: the padding classes of ``jaxdd.distill.sharding``).
+
+    The real images are flattened image-major, ``(n, C)``, so that a real batch split over devices
+    along ``n`` (``jaxdd.distill.base.RealData.sample`` with a mesh) stays split in the one
+    ``embed`` call (class-major flattening would merge a split minor axis and gather the batch).
     """
     _check_batched(x_real, x_syn, real_weights)
     bound = bind(net, variables, embed_fn=embed_fn, train=train)
     embed, params = require_embed(bound, "the distribution-matching loss"), bound.params
     c, n, m = x_real.shape[0], x_real.shape[1], x_syn.shape[1]
-    flat = jax.lax.stop_gradient(x_real.reshape(c * n, *x_real.shape[2:]))
+    flat = jax.lax.stop_gradient(jnp.swapaxes(x_real, 0, 1).reshape(n * c, *x_real.shape[2:]))
     if real_chunk is None or real_chunk >= c * n or (isinstance(net, Network) and "batch_stats" in variables):
         f_real = embed(params, flat)
     else:
         f_real = jax.lax.map(lambda xi: embed(params, xi[None])[0], flat, batch_size=real_chunk)
     f_syn = embed(params, x_syn.reshape(c * m, *x_syn.shape[2:]))
-    mu_real = jax.lax.stop_gradient(weighted_mean(f_real.reshape(c, n, -1), real_weights))
+    mu_real = jax.lax.stop_gradient(weighted_mean(jnp.swapaxes(f_real.reshape(n, c, -1), 0, 1), real_weights))
     mu_syn = weighted_mean(f_syn.reshape(c, m, -1), None)
+    if class_weights is not None:
+        return jnp.sum(class_weights[:, None] * jnp.square(mu_real - mu_syn))
     return jnp.sum(jnp.square(mu_real - mu_syn))

@@ -9,7 +9,7 @@ settings (the method config's defaults and the evaluation preset's epochs / mode
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
+import os
 from typing import Any, Mapping
 
 import numpy as np
@@ -54,7 +54,9 @@ def load_weights(path: str, real_dataset, temperature: float) -> np.ndarray:
     ``real_dataset``'s examples by their original index."""
     from jaxdd.difficulty.weights import difficulty_weights
 
-    with np.load(path, allow_pickle=False) as z:
+    from jaxdd.utils.io import load_npz
+
+    with load_npz(path) as z:
         if "scores" not in z.files:
             raise ValueError(f"{path} has no 'scores' array; pass the .npz written by `jaxdd score` or `jaxdd prune`")
         scores = np.asarray(z["scores"], np.float64)
@@ -68,7 +70,7 @@ def load_weights(path: str, real_dataset, temperature: float) -> np.ndarray:
     return np.asarray(difficulty_weights(s, real_dataset.y_train, real_dataset.num_classes, temperature))
 
 
-def run_distill(config: Mapping[str, Any], workdir: str | Path | None = None, *, verbose: bool = True):
+def run_distill(config: Mapping[str, Any], workdir: str | os.PathLike | None = None, *, verbose: bool = True):
     """Distil with ``config`` (fields: ``get_config()``) into ``workdir`` (default ``config.out``, else
     ``runs/distill-METHOD-DATASET-ipcK``); returns ``(method, result)`` with the driver's
     :class:`~jaxdd.distill.driver.DistillResult`, and prints a summary when ``verbose``."""
@@ -77,9 +79,10 @@ def run_distill(config: Mapping[str, Any], workdir: str | Path | None = None, *,
     from jaxdd.distill.driver import DistillConfig, distill, evaluation_rows
     from jaxdd.models import create_network
     from jaxdd.utils.config import parse_settings
-    from jaxdd.utils.io import format_table
+    from jaxdd.utils.io import as_path, format_table, require_local
 
     c = complete_config(config)
+    require_local(c["prior"], "--prior", "the diffusion prior's loader (jaxdd.generative.load_prior)")
     ds = load_dataset(c["dataset"], data_dir=c["data_dir"], zca=c["zca"])
     train = ds
     if c["subset"]:
@@ -109,7 +112,7 @@ def run_distill(config: Mapping[str, Any], workdir: str | Path | None = None, *,
 
         mesh = data_mesh(c["devices"])
     method = build_method(c["method"], net, mesh=mesh, dataset=ds, **overrides)
-    out = Path(workdir or c["out"] or f"runs/distill-{c['method']}-{ds.name}-ipc{method.config.ipc}")
+    out = as_path(workdir or c["out"] or f"runs/distill-{c['method']}-{ds.name}-ipc{method.config.ipc}")
     extra = {"command": "jaxdd distill", "budget": c["budget"], "subset": c["subset"], "weights": c["weights"],
              "weight_temperature": c["weight_temperature"] if c["weights"] else None, "zca": c["zca"]}
     run = DistillConfig(seed=c["seed"], checkpoint_every=c["checkpoint_every"], track_every=c["track_every"],

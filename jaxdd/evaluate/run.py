@@ -5,15 +5,18 @@ networks of every listed architecture trained on the set only and tested on the 
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 TABLE = ["set", "arch", "preset", "models", "epochs", "lr", "acc (%)"]
 
 
-def default_eval_out(distilled: str | Path) -> Path:
+def default_eval_out(distilled: str | os.PathLike) -> Path:
     """``runs/eval-NAME.json``, NAME the set's folder (its parent's when the folder is ``distilled``)."""
-    path = Path(distilled)
+    from jaxdd.utils.io import as_path
+
+    path = as_path(distilled)
     name = path.parent.name if path.name == "distilled" and path.parent.name else path.name
     return Path("runs") / f"eval-{name or 'set'}.json"
 
@@ -39,7 +42,7 @@ def mesh_of(devices: int | None):
     return data_mesh(devices)
 
 
-def run_eval(config, out: str | Path | None = None) -> dict:
+def run_eval(config, out: str | os.PathLike | None = None) -> dict:
     """Evaluate ``config.distilled`` on every network of ``config.model`` and write the JSON record to
     ``out`` (default ``config.out``, else :func:`default_eval_out`); prints the tables."""
     import jax
@@ -51,10 +54,10 @@ def run_eval(config, out: str | Path | None = None) -> dict:
     from jaxdd.evaluate.robust import parse_metrics
     from jaxdd.models import create_network
     from jaxdd.utils.config import as_fields
-    from jaxdd.utils.io import check_output, format_table, write_json
+    from jaxdd.utils.io import as_path, check_output, format_table, write_json
 
     c = as_fields(config)
-    out = Path(out or c.out or default_eval_out(c.distilled))
+    out = as_path(out or c.out or default_eval_out(c.distilled))
     start = time.time()
     check_output(out)
     preset = get_preset(c.preset)
@@ -66,7 +69,7 @@ def run_eval(config, out: str | Path | None = None) -> dict:
         create_network(arch, num_classes=ds.num_classes, input_shape=ds.image_shape)
     result = evaluate_distilled(distilled, ds, archs, preset, jax.random.key(c.seed), c.num_models, c.lr,
                                 mesh_of(c.devices), epochs=c.epochs)
-    label = f"{Path(c.distilled).name} (IPC {distilled.ipc})"
+    label = f"{as_path(c.distilled).name} (IPC {distilled.ipc})"
     rows = [result_row(label, r) for r in result["results"]]
     robust, robust_rows = _robust(c, metrics, distilled, ds, archs, preset, result["results"])
     elapsed = time.time() - start

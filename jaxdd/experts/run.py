@@ -17,10 +17,11 @@ def run_experts(config, out: str | Path | None = None):
     from jaxdd.experts.training import ExpertConfig, expert_rows, train_experts
     from jaxdd.models import create_network
     from jaxdd.utils.config import as_fields
-    from jaxdd.utils.io import check_output, format_table, write_json
+    from jaxdd.utils.io import check_output, format_table, require_local, write_json
 
     c = as_fields(config)
     out = out or c.out
+    require_local(out, "--out", "the expert buffer (memory-mapped trajectory files)")
     start = time.time()
     check_output(out, folder=True)
     ds = load_dataset(c.dataset, data_dir=c.data_dir, zca=c.zca)

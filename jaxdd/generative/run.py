@@ -15,9 +15,10 @@ def run_prior_train(config, workdir: str | Path | None = None):
     from jaxdd.generative.prior import SmallPrior, num_params
     from jaxdd.generative.training import PriorTrainConfig, train_prior
     from jaxdd.utils.config import as_fields
-    from jaxdd.utils.io import check_output, format_table, read_json
+    from jaxdd.utils.io import check_output, format_table, read_json, require_local
 
     c = as_fields(config)
+    require_local(workdir or c.out, "--out", "prior training (jaxdd.generative.training)")
     ds = load_dataset(c.dataset, data_dir=c.data_dir, zca=c.zca)
     prior = SmallPrior(num_classes=ds.num_classes, image_shape=ds.image_shape,
                        pixel_mean=tuple(map(float, ds.mean)), pixel_std=tuple(map(float, ds.std)),

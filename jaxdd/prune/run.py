@@ -6,6 +6,7 @@ fields of the command's ``--help`` (a mapping, ``ConfigDict`` or namespace)."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -14,9 +15,11 @@ import numpy as np
 
 def read_scores(path: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, dict]:
     """(scores, indices, labels, config) from a ``jaxdd score`` file."""
-    if not Path(path).is_file():
+    from jaxdd.utils.io import as_path, load_npz
+
+    if not as_path(path).is_file():
         raise FileNotFoundError(f"scores file {path} does not exist; write it with jaxdd score --out {path}")
-    with np.load(path, allow_pickle=False) as z:
+    with load_npz(path) as z:
         if "scores" not in z.files:
             raise ValueError(f"{path} has no 'scores' array (it has {sorted(z.files)}); write it with jaxdd score")
         config = json.loads(str(z["config"])) if "config" in z.files else {}
@@ -24,17 +27,17 @@ def read_scores(path: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | 
                 z["labels"] if "labels" in z.files else None, config)
 
 
-def run_prune(config, out: str | Path | None = None) -> dict:
+def run_prune(config, out: str | os.PathLike | None = None) -> dict:
     """Keep ``keep`` of every class (or of the whole set with ``global_``) by ``order`` of the scores
     in ``config.scores``; writes the subset ``.npz`` and ``<out>.json``, prints the per-class table."""
     from jaxdd.data import load_dataset
     from jaxdd.prune.select import check_aligned, check_keep, prune_with_indices, save_subset
     from jaxdd.utils.config import as_fields
-    from jaxdd.utils.io import check_output, format_table, write_json
+    from jaxdd.utils.io import as_path, check_output, format_table, write_json
 
     c = as_fields(config)
     check_keep(c.keep)
-    out = Path(out or c.out)
+    out = as_path(out or c.out)
     if out.suffix != ".npz":
         raise ValueError(f"--out must name an .npz file, got {out}")
     check_output(out)
@@ -75,10 +78,10 @@ def ints(text, what: str) -> list[int]:
 
 
 def default_baseline_out(dataset: str, select: str) -> Path:
-    return Path("runs") / f"baseline-{Path(str(dataset)).name}-{select}.json"
+    return Path("runs") / f"baseline-{os.path.basename(str(dataset).rstrip('/'))}-{select}.json"
 
 
-def _save_set(folder: Path, x, y, ds, config: dict) -> Path:
+def _save_set(folder, x, y, ds, config: dict):
     """A chosen real subset as a distilled-set folder (hard labels, no learned lr)."""
     from jaxdd.data.distilled import DistilledSet
 
@@ -88,7 +91,7 @@ def _save_set(folder: Path, x, y, ds, config: dict) -> Path:
     return folder
 
 
-def run_baseline(config, out: str | Path | None = None) -> dict:
+def run_baseline(config, out: str | os.PathLike | None = None) -> dict:
     """Random-real (or k-Center / Herding, ``select``) sets at every ``ipc`` and, with ``full``, the
     full training set, each evaluated under ``preset``; writes the JSON record and a grid per set."""
     import jax

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from jaxdd.data.dataset import Dataset
-from jaxdd.utils.io import save_npz
+from jaxdd.utils.io import load_npz, save_npz
 from jaxdd.utils.labels import hard_labels
 
 ORDERS = ("easy", "hard", "random")
@@ -149,7 +149,7 @@ def save_subset(path: str | os.PathLike, full: Dataset, subset: Dataset, config:
 def load_subset(dataset: Dataset, path: str | os.PathLike) -> Dataset:
     """The subset of ``dataset`` described by a file written by :func:`save_subset` (same
     normalisation as ``dataset``)."""
-    with np.load(path, allow_pickle=False) as z:
+    with load_npz(path) as z:
         if "train_indices" not in z.files:
             raise ValueError(f"{path} has no train_indices; write it with jaxdd prune")
         idx = z["train_indices"]

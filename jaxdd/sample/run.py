@@ -32,6 +32,16 @@ def ensemble_correct(net, variables, images: np.ndarray, labels: np.ndarray) -> 
     return np.asarray(predict_logits(net, variables, images)).mean(0).argmax(-1) == np.asarray(labels)
 
 
+def _local_paths(**paths) -> None:
+    """These commands read and write pools, priors and classifiers with local file APIs: a URL given
+    for any of them (``flag=path``, underscores for dashes) fails before work starts."""
+    from jaxdd.utils.io import require_local
+
+    for flag, value in paths.items():
+        for path in value if isinstance(value, (list, tuple)) else [value]:
+            require_local(path, "--" + flag.replace("_", "-"), "this command's pool / prior / classifier I/O")
+
+
 def run_sample(config, workdir: str | Path | None = None) -> dict:
     """DGS (or random, ``target="random"``) choice of ``ipc`` pool images per class, scored by a
     difficulty classifier loaded from (or trained into) ``classifier`` (default ``OUT/classifier``)."""
@@ -49,6 +59,7 @@ def run_sample(config, workdir: str | Path | None = None) -> dict:
     from jaxdd.utils.io import check_output, format_table, save_npz, write_json
 
     c = as_fields(config)
+    _local_paths(out=workdir or c.out, pool=c.pool, classifier=c.classifier, target=c.target)
     out = check_output(workdir or c.out, folder=True)
     record = {"command": "sample", **vars(c)}
     start = time.time()
@@ -125,6 +136,7 @@ def run_pool(config, workdir: str | Path | None = None) -> dict:
     from jaxdd.utils.io import check_output, format_table, write_json
 
     c = as_fields(config)
+    _local_paths(out=workdir or c.out, **{"from": c.sources})
     out = Path(workdir or c.out)
     record = {"command": "pool", **vars(c)}
     start = time.time()
@@ -175,6 +187,7 @@ def run_prior_sample(config, workdir: str | Path | None = None) -> dict:
     from jaxdd.utils.io import check_output, format_table, write_json
 
     c = as_fields(config)
+    _local_paths(out=workdir or c.out, prior=c.prior, classifier=c.classifier)
     if c.per_class < 1:
         raise ValueError(f"--per-class must be >= 1, got {c.per_class}")
     out = check_output(workdir or c.out, folder=True)
@@ -232,6 +245,7 @@ def run_generate(config, workdir: str | Path | None = None) -> dict:
     from jaxdd.utils.io import check_output, format_table
 
     c = as_fields(config)
+    _local_paths(out=workdir or c.out, prior=c.prior, classifier=c.classifier)
     out = check_output(workdir or c.out, folder=True)
     gen = GenerateConfig(ipc=c.ipc, guidance=c.guidance, target=c.target,
                          curricula=c.curricula or (2 if c.guidance == "acs" else 1), scale=c.scale, window=c.window,

@@ -90,6 +90,19 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     return jax.process_count()
 
 
+def cpu_collective_timeout_flags(seconds: int) -> str:
+    """``XLA_FLAGS`` entries that let a CPU device wait ``seconds`` at a collective for its peers.
+
+    XLA's CPU runtime warns after 20 s and aborts with ``DEADLINE_EXCEEDED`` ("Termination timeout
+    ... exceeded") after 40 s when the participants of a collective do not all arrive. In a
+    multi-process CPU job on a loaded machine one process can arrive that much later than another
+    (it is still compiling, or it is the primary writing the outputs). Put these into the
+    ``XLA_FLAGS`` of every process before JAX starts; a process that died is still reported
+    after the heartbeat timeout."""
+    return (f"--xla_cpu_collective_call_warn_stuck_timeout_seconds={max(20, seconds // 2)} "
+            f"--xla_cpu_collective_call_terminate_timeout_seconds={int(seconds)}")
+
+
 def initialize_from_args(args: argparse.Namespace) -> int:
     """:func:`initialize` from the flags of :func:`add_arguments`."""
     return initialize(getattr(args, "coordinator", None), getattr(args, "num_processes", None),

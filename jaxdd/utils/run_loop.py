@@ -32,7 +32,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from jaxdd.utils.io import OutputError, to_jsonable
+from jaxdd.utils.io import OutputError, as_path, to_jsonable
 
 
 class NonFiniteError(ValueError):
@@ -101,9 +101,10 @@ class RunConfig:
         return self.units or f"{self.unit}s"
 
     @property
-    def folder(self) -> Path | None:
+    def folder(self):
+        """The run's folder as an ``etils.epath.Path`` (a URL stays a URL)."""
         where = self.out if self.out is not None else self.checkpoint_dir
-        return None if where is None else Path(where)
+        return None if where is None else as_path(where)
 
     def full_record(self) -> dict:
         """``record`` with the step count, as it reads back from a checkpoint's JSON."""
@@ -146,7 +147,7 @@ def resume_hint(config: RunConfig, saved_at: int | None) -> str:
     if saved_at is None:
         return ("no checkpoint was written yet: rerun the same command without --resume to start again in "
                 f"{config.folder}")
-    return (f"the last checkpoint ({config.unit} {saved_at}) is in {Path(config.checkpoint_dir)}: rerun the same "
+    return (f"the last checkpoint ({config.unit} {saved_at}) is in {as_path(config.checkpoint_dir)}: rerun the same "
             "command with --resume to continue from it")
 
 
