@@ -81,6 +81,8 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--parts", default="match,inner,step")
     p.add_argument("--baseline", action="store_true", help="also time the session-6 convolution JVP (A/B)")
+    p.add_argument("--plans", default=None, metavar="K:R,...",
+                   help="time 'match' with these (class batch, real chunk; 0 = all at once) instead of the memory plan")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
 
@@ -98,13 +100,22 @@ def main(argv=None) -> int:
     opt = trainer.config.optimizer(cfg.lr_net).init(variables["params"])
     short = build_method(args.method, net, dataset=ds, ipc=args.ipc, inner_loop=args.epochs)
 
+    def match(p):
+        return (lambda im, v, xr, k: jax.grad(lambda i: method.matching_loss(i, state.labels, v, xr, w, k, p)[0])(im),
+                (state.images, variables, x_real, key))
+
     parts = {
-        "match": (lambda im, v, xr, k: jax.grad(lambda i: method.matching_loss(i, state.labels, v, xr, w, k, plan)[0])(im),
-                  (state.images, variables, x_real, key)),
+        "match": match(plan),
         "inner": (lambda v, im, k: short.train_network(v, im, state.labels, k), (variables, state.images, key)),
         "step": (lambda v, o, im, k: trainer.model_step(v, o, im, state.labels, k, jnp.float32(cfg.lr_net))[0],
                  (variables, opt, state.images, key)),
     }
+    for kr in (args.plans.split(",") if args.plans else []):
+        k, r = (int(v) for v in kr.split(":"))
+        parts[f"match{k}:{r}"] = match((k, r or None))
+    if args.plans:
+        args.parts = ",".join(name for name in args.parts.split(",") if name != "match")
+        args.parts = ",".join(filter(None, [args.parts, *(n for n in parts if n.startswith("match") and ":" in n)]))
     variants = {"now": layers.conv2d}
     if args.baseline:
         variants["session6"] = _session6_conv2d()
