@@ -49,19 +49,14 @@ def _session6_conv2d():
 
     @conv2d.defjvp
     def _jvp(strides, padding, primals, tangents):
-        x, kernel = primals
-        dx, dk = tangents
+        (x, kernel), (dx, dk) = primals, tangents
         y = conv2d(x, kernel, strides, padding)
-        (pt, pb), (pl, pr) = padding
-        xp = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+        xp = jnp.pad(x, ((0, 0),) + tuple(padding) + ((0, 0),))
         (sh, sw), (ho, wo) = strides, y.shape[1:3]
-        dy = jax.lax.conv_general_dilated(dx, kernel, strides, padding, dimension_numbers=layers._CONV_DN)
-        for h in range(kernel.shape[0]):
-            for w in range(kernel.shape[1]):
-                xs = jax.lax.slice(xp, (0, h, w, 0), (xp.shape[0], h + sh * (ho - 1) + 1, w + sw * (wo - 1) + 1,
-                                                      xp.shape[3]), (1, sh, sw, 1))
-                dy = dy + jnp.einsum("npqi,io->npqo", xs, dk[h, w])
-        return y, dy
+        offsets = [(h, w) for h in range(kernel.shape[0]) for w in range(kernel.shape[1])]
+        parts = [jnp.einsum("npqi,io->npqo", xp[:, h:h + sh * (ho - 1) + 1:sh, w:w + sw * (wo - 1) + 1:sw], dk[h, w])
+                 for h, w in offsets]
+        return y, jax.lax.conv_general_dilated(dx, kernel, strides, padding, dimension_numbers=layers._CONV_DN) + sum(parts)
 
     return conv2d
 
