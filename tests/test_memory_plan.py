@@ -57,6 +57,7 @@ def test_memory_plan_follows_the_available_memory(setup, monkeypatch, capsys):
     one and of all classes, fewer classes per call; with almost none, a clear refusal."""
     net, real = setup
     monkeypatch.setattr(M, "PLAN_MIN_REAL_IMAGES", 0)
+    monkeypatch.setattr(M, "CPU_CLASS_BATCH", None)  # CPU's preference: the next test
     m = build_method("dc", net, ipc=1, batch_real=8, outer_loop=1)
     n = real.batch_size(8)
     shape = tuple(real.image_shape)
@@ -83,6 +84,33 @@ def test_memory_plan_follows_the_available_memory(setup, monkeypatch, capsys):
         m.memory_plan(real)
     # an explicit class batch skips the check
     assert build_method("dc", net, ipc=1, batch_real=8, class_batch=1).memory_plan(real) == (1, None)
+    M._memory_plan.cache_clear()
+
+
+def test_cpu_plan_matches_one_class_in_real_chunks_with_the_same_result(setup, monkeypatch, capsys):
+    """On CPU the plan takes CPU_CLASS_BATCH classes per call and CPU_REAL_CHUNK real images per
+    network call even with plenty of memory; the DC update equals the all-classes, unchunked one
+    (only the float32 summation order differs: images of magnitude ~1, steps of lr_img 0.1)."""
+    import dataclasses
+
+    net, real = setup
+    assert jax.default_backend() == "cpu"
+    monkeypatch.setattr(M, "PLAN_MIN_REAL_IMAGES", 0)
+    monkeypatch.setattr(M, "CPU_REAL_CHUNK", 3)
+    monkeypatch.setattr(M, "available_memory_bytes", lambda: 2**40)
+    M._memory_plan.cache_clear()
+    m = build_method("dc", net, ipc=1, batch_real=8, outer_loop=2, inner_loop=1)
+    assert m.memory_plan(real) == (1, 3)
+    assert "1 of 3 classes per call, real images 3 at a time" in capsys.readouterr().out
+    whole = dataclasses.replace(build_method("dc", net, ipc=1, batch_real=8, outer_loop=2, inner_loop=1,
+                                             class_batch=3), real_chunk=10**9)
+    assert whole.memory_plan(real) == (3, 10**9)
+    st = m.init(jax.random.key(0), real)
+    a, ma = jax.jit(m.update)(st, real)
+    b, mb = jax.jit(whole.update)(st, real)
+    assert not np.allclose(np.asarray(a.images), np.asarray(st.images))  # the update moved the images
+    np.testing.assert_allclose(np.asarray(a.images), np.asarray(b.images), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(float(ma["loss"]), float(mb["loss"]), rtol=1e-4)
     M._memory_plan.cache_clear()
 
 

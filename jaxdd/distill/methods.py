@@ -27,8 +27,10 @@ are ``lax.scan``s, so one ``jax.jit(method.update)`` compiles the whole iteratio
 memory estimate against the available memory (:meth:`_ImageMethod.memory_plan`, printed): how
 many classes are vmapped together (``lax.map`` over class batches) and how many real images go
 through the network per call (the real gradient / features accumulated over chunks); a set
-``class_batch`` skips the plan. The plan changes the summation order only, not the result. BatchNorm networks
-follow the reference: before each matching step the running statistics are set by one train-mode
+``class_batch`` skips the plan. On CPU, where XLA's convolutions run faster on small batches,
+DC/DSA match one class per call (:data:`CPU_CLASS_BATCH`) and all methods send the real images
+through the network 64 at a time (:data:`CPU_REAL_CHUNK`). The plan changes the summation order
+only, not the result. BatchNorm networks follow the reference: before each matching step the running statistics are set by one train-mode
 pass over 16 real images per class, and matching runs in inference mode.
 """
 
@@ -56,9 +58,14 @@ from jaxdd.train import Trainer, TrainConfig, epoch_batches, epoch_tail
 # (ipc, outer_loop, inner_loop): the reference ``get_loops`` table
 DC_LOOPS = ((1, 1, 1), (10, 10, 50), (20, 20, 25), (30, 30, 20), (40, 40, 15), (50, 50, 10))
 BN_IMAGES_PER_CLASS = 16  # reference BN_size_pc
-#: Real images per network call in DM on CPU, where XLA's convolutions run faster on small
-#: batches than on the 2,560 images of IPC 10 at once (``benchmarks/distill.py --real-chunks``).
+#: Real images per network call on CPU (DM's embedding, DC/DSA's real gradient), where XLA's
+#: convolutions run faster on small batches than on the 2,560 images of IPC 10 at once
+#: (``benchmarks/distill.py --real-chunks``, ``benchmarks/dc_profile.py --plans``).
 CPU_REAL_CHUNK = 64
+#: Most classes per matching call of DC/DSA on CPU (None: as many as fit): one class at a time
+#: with real chunks of 64 runs DC's matching step 1.46x faster than 8 classes at once
+#: (``benchmarks/dc_profile.py --plans 1:64,8:0``), in a fraction of the memory.
+CPU_CLASS_BATCH = 1
 #: Below this many real images per matching step the memory plan is skipped (all classes at
 #: once): small problems fit anywhere and need no extra compilation.
 PLAN_MIN_REAL_IMAGES = 1024
@@ -224,8 +231,17 @@ class _ImageMethod:
         return aug(keys, x_real), aug(keys, x_syn)
 
     def _default_real_chunk(self, total: int) -> int | None:
-        """First real chunk the plan tries for ``total`` real images per call (None: all at once)."""
-        return self.real_chunk
+        """First real chunk the plan tries for ``total`` real images per call (None: all at once):
+        ``real_chunk``, else :data:`CPU_REAL_CHUNK` on CPU when ``total`` exceeds it."""
+        if self.real_chunk is not None:
+            return self.real_chunk
+        return CPU_REAL_CHUNK if jax.default_backend() == "cpu" and total > CPU_REAL_CHUNK else None
+
+    def _class_batch_cap(self, num_classes: int) -> int:
+        """Most classes per matching call the plan considers: :data:`CPU_CLASS_BATCH` on CPU."""
+        if jax.default_backend() == "cpu" and CPU_CLASS_BATCH is not None:
+            return min(num_classes, CPU_CLASS_BATCH)
+        return num_classes
 
     def _plan_classes(self) -> bool:
         """Whether the matching step can process the classes in batches (DM embeds all at once)."""
@@ -376,11 +392,6 @@ class DistributionMatching(_ImageMethod):
 
     config: DMConfig = DMConfig()
 
-    def _default_real_chunk(self, total: int) -> int | None:
-        if self.real_chunk is not None:
-            return self.real_chunk
-        return CPU_REAL_CHUNK if jax.default_backend() == "cpu" else None
-
     def _plan_classes(self) -> bool:
         return False
 
@@ -419,14 +430,15 @@ def _memory_plan(method: _ImageMethod, c: int, n: int, shape: tuple, weighted: b
     first = method._default_real_chunk(total)
     avail = available_memory_bytes()
     if avail is None:
-        print(f"{method.name}: the backend reports no free memory; all {c} classes at once, real chunk {first}")
-        return c, first
+        k = method._class_batch_cap(c) if classes else c
+        print(f"{method.name}: the backend reports no free memory; {k} of {c} classes per call, real chunk {first}")
+        return k, first
 
     def estimate(k, chunk):
         return method._estimate_bytes(k if classes else c, n, chunk, shape, weighted)
 
-    k, chunk, used = choose_class_batch(estimate, c if classes else 1, total, int(MEMORY_FRACTION * avail),
-                                        first_chunk=first)
+    k, chunk, used = choose_class_batch(estimate, method._class_batch_cap(c) if classes else 1, total,
+                                        int(MEMORY_FRACTION * avail), first_chunk=first)
     k = k if classes else c
     real = "all at once" if chunk is None or chunk >= total else f"{chunk} at a time"
     est = "no estimate" if used is None else f"XLA estimate {used / 2**30:.2f} GiB"

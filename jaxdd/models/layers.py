@@ -45,6 +45,11 @@ def initializers(kind: str, fan_in: int):
 
 
 _CONV_DN = ("NHWC", "HWIO", "NHWC")
+_CONV_DN_TANGENT = ("NHWC", "HWOI", "NHWC")
+#: Kernel-gradient columns (kh * kw * input channels) up to which :func:`conv2d`'s JVP gathers the
+#: shifted inputs into one matrix (im2col); above it (where that copy costs more than it saves) it
+#: sums one matmul per kernel offset.
+IM2COL_MAX_COLUMNS = 128  # the same convolution on a kernel with its last two axes swapped
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
@@ -75,12 +80,21 @@ def _conv2d_jvp(strides, padding, primals, tangents):
     (pt, pb), (pl, pr) = padding
     xp = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
     (sh, sw), (ho, wo) = strides, y.shape[1:3]
-    dy = jax.lax.conv_general_dilated(dx, kernel, strides, padding, dimension_numbers=_CONV_DN)
-    for h in range(kernel.shape[0]):
-        for w in range(kernel.shape[1]):
-            xs = jax.lax.slice(xp, (0, h, w, 0), (xp.shape[0], h + sh * (ho - 1) + 1, w + sw * (wo - 1) + 1,
-                                                  xp.shape[3]), (1, sh, sw, 1))
-            dy = dy + jnp.einsum("npqi,io->npqo", xs, dk[h, w])
+    # the input part with the kernel stored (H, W, O, I): its transpose (the input gradient) is then
+    # a convolution in the canonical NHWC/HWIO layout, which XLA:CPU runs 5x faster inside loops
+    dy = jax.lax.conv_general_dilated(dx, jnp.swapaxes(kernel, 2, 3), strides, padding,
+                                      dimension_numbers=_CONV_DN_TANGENT)
+    kh, kw, ci, co = kernel.shape
+    shifted = [jax.lax.slice(xp, (0, h, w, 0), (xp.shape[0], h + sh * (ho - 1) + 1, w + sw * (wo - 1) + 1, ci),
+                             (1, sh, sw, 1)).reshape(-1, ci) for h in range(kh) for w in range(kw)]
+    if kh * kw * ci <= IM2COL_MAX_COLUMNS:
+        # few input channels (a network's first layer): one (NPQ, kh*kw*I) @ (kh*kw*I, O) product, whose
+        # transpose reads the output gradient once instead of kh*kw times
+        return y, dy + (jnp.concatenate(shifted, 1) @ dk.reshape(-1, co)).reshape(dy.shape)
+    for (h, w), xs in zip(((h, w) for h in range(kh) for w in range(kw)), shifted):
+        # as a 2-D matmul: its transpose (the kernel gradient) is then one (I, NPQ) @ (NPQ, O)
+        # product, 1.3x faster on XLA:CPU than the 4-D contraction of an einsum
+        dy = dy + (xs @ dk[h, w]).reshape(dy.shape)
     return y, dy
 
 
