@@ -255,7 +255,9 @@ def test_ld3m_with_trajectory_matching(tmp_path, tiny_npz, pixel_prior):
     real = RealData.from_dataset(ds)
     state = m.init(jax.random.key(0), real)
     lat = state.opt_images
-    np.testing.assert_allclose(state.images, m.generator(params, lat.z, lat.c, lat.noise), rtol=1e-5, atol=1e-5)
+    # the independent computations jitted (op by op, every primitive would compile on its own)
+    np.testing.assert_allclose(state.images, jax.jit(m.generator.__call__)(params, lat.z, lat.c, lat.noise),
+                               rtol=1e-5, atol=1e-5)
     new, metrics = jax.jit(m.update)(state, real)
     # MTT's own draws (TrajectoryMatching.update) and its gradient w.r.t. the images and the lr
     _, k_expert, k_start, k_loss = jax.random.split(state.key, 4)
@@ -264,11 +266,10 @@ def test_ld3m_with_trajectory_matching(tmp_path, tiny_npz, pixel_prior):
     start = jax.random.randint(k_start, (), *mtt.start_window(state.step))
     theta0, theta1 = mtt.expert_pair(expert, start)
     learn = {"images": state.images, "lr": state.syn_lr}
-    grads = jax.grad(lambda l: mtt.matching_loss(l, state, theta0, theta1, k_loss)[0])(learn)
-    assert float(metrics["loss"]) == pytest.approx(float(mtt.matching_loss(learn, state, theta0, theta1, k_loss)[0]),
-                                                   rel=1e-5)
+    loss, grads = jax.jit(jax.value_and_grad(lambda l: mtt.matching_loss(l, state, theta0, theta1, k_loss)[0]))(learn)
+    assert float(metrics["loss"]) == pytest.approx(float(loss), rel=1e-5)
     np.testing.assert_allclose(new.syn_lr, state.syn_lr - 1e-4 * grads["lr"], rtol=1e-5)
-    g_z, _ = m.generator.vjp(params, lat.z, lat.c, lat.noise, grads["images"])
+    g_z, _ = jax.jit(m.generator.vjp)(params, lat.z, lat.c, lat.noise, grads["images"])
     g, step = np.asarray(g_z), np.asarray(new.opt_images.z - lat.z)
     big = np.abs(g) > 1e-3 * np.abs(g).max()
     np.testing.assert_allclose(step[big], -0.05 * g[big] / (np.abs(g[big]) + 1e-8), atol=1e-4)
