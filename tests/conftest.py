@@ -1,5 +1,6 @@
 """Test configuration: 8 fake CPU devices so every sharded path is tested against 1 device."""
 
+import gc
 import os
 
 # 8 fake devices; LLVM optimisation level 0 (same semantics, ~40% less CPU in this suite, which
@@ -107,3 +108,19 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         per_file[item.path.name] = per_file.get(item.path.name, 0) + 1
     items.sort(key=lambda item: (rank.get(item.path.name, len(rank)), -per_file[item.path.name], str(item.path)))
+
+
+def pytest_sessionfinish(session):
+    """In an xdist worker, after its last test: collect garbage now and freeze what is left.
+
+    When the controller ends the run, execnet gives each worker 5 s to finish and then sends it
+    SIGINT (``execnet.gateway_base.WorkerGateway._terminate_execution``). A worker's shutdown runs
+    pytest's unraisable-exception check, 5 full ``gc.collect()`` passes over every live object
+    (each also calling JAX's ``_xla_gc_callback``); on a loaded machine these took more than 5 s,
+    the SIGINT landed in JAX's gc callback and was printed as a ``PytestUnraisableExceptionWarning``
+    (KeyboardInterrupt in ``_xla_gc_callback``). This hook runs before the worker reports that it
+    has finished: the garbage is collected here (unraisable exceptions still reported), and the
+    survivors are frozen, so the passes at shutdown have nothing to traverse."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        gc.collect()
+        gc.freeze()
