@@ -1,5 +1,6 @@
 """Test configuration: 8 fake CPU devices so every sharded path is tested against 1 device."""
 
+import gc
 import os
 
 # 8 fake devices; LLVM optimisation level 0 (same semantics, ~40% less CPU in this suite, which
@@ -86,3 +87,40 @@ def sharding_spy(monkeypatch):
     monkeypatch.setattr(jax.lax, "with_sharding_constraint", spy_constraint)
     monkeypatch.setattr(jax, "device_put", spy_put)
     return spy
+
+
+# The suite runs with ``-n auto --dist loadfile``: each file goes whole to one worker, in the order
+# of the collection (``--no-loadscope-reorder`` in pyproject.toml; xdist's default orders files by
+# their number of tests, which sent the few-but-long files last). The longest files go first, so
+# the short ones fill in at the end and no worker is left with one long file while the other idles.
+# Order by measured time (slowest first, from ``--durations=0``); other files follow, most tests first.
+SLOWEST_FILES = [
+    "test_notebooks.py", "test_ld3m.py", "test_own_model.py", "test_multiprocess.py", "test_trajectory.py",
+    "test_distill_driver.py", "test_reference_fidelity.py", "test_difficulty.py", "test_generative_training.py",
+    "test_faults.py", "test_distill_methods.py", "test_datm.py", "test_train.py", "test_guidance.py",
+    "test_generate_cli.py", "test_distill_losses.py", "test_mtt.py", "test_class_split.py", "test_evaluate.py",
+]
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(SLOWEST_FILES)}
+    per_file: dict[str, int] = {}
+    for item in items:
+        per_file[item.path.name] = per_file.get(item.path.name, 0) + 1
+    items.sort(key=lambda item: (rank.get(item.path.name, len(rank)), -per_file[item.path.name], str(item.path)))
+
+
+def pytest_sessionfinish(session):
+    """In an xdist worker, after its last test: collect garbage now and freeze what is left.
+
+    When the controller ends the run, execnet gives each worker 5 s to finish and then sends it
+    SIGINT (``execnet.gateway_base.WorkerGateway._terminate_execution``). A worker's shutdown runs
+    pytest's unraisable-exception check, 5 full ``gc.collect()`` passes over every live object
+    (each also calling JAX's ``_xla_gc_callback``); on a loaded machine these took more than 5 s,
+    the SIGINT landed in JAX's gc callback and was printed as a ``PytestUnraisableExceptionWarning``
+    (KeyboardInterrupt in ``_xla_gc_callback``). This hook runs before the worker reports that it
+    has finished: the garbage is collected here (unraisable exceptions still reported), and the
+    survivors are frozen, so the passes at shutdown have nothing to traverse."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        gc.collect()
+        gc.freeze()

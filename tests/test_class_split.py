@@ -44,12 +44,15 @@ def test_dm_and_dc_losses_split_by_class_match_per_class_loops(setup, devices):
     np.testing.assert_allclose(float(got), _dm_loop(net, variables, x_real, x_syn, w), rtol=1e-5)
     dc = jax.jit(lambda v, xr, xs: sharding.gradient_match_loss(net, v, xr, xs, "ours", None, mesh))(
         variables, x_real, x_syn)
-    loop = sum(float(losses.class_gradient_match_loss(net, variables, x_real[c], jnp.full((4,), c), x_syn[c],
-                                                      jnp.full((2,), c), "ours")) for c in range(3))
+    # the per-class loop and the gradients below jitted (one compile each, not one per primitive)
+    one_class = jax.jit(lambda xr, xs, c: losses.class_gradient_match_loss(net, variables, xr, jnp.full((4,), c), xs,
+                                                                           jnp.full((2,), c), "ours"))
+    loop = sum(float(one_class(x_real[c], x_syn[c], c)) for c in range(3))
     np.testing.assert_allclose(float(dc), loop, rtol=1e-5)
     # the gradient w.r.t. the synthetic images: each class's block only from its own term
-    g = jax.grad(lambda xs: sharding.distribution_match_loss(net, variables, x_real, xs, None, mesh))(x_syn)
-    g1 = jax.grad(lambda xs: losses.distribution_match_loss(net, variables, x_real[1:2], xs, None))(x_syn[1:2])
+    g = jax.jit(jax.grad(lambda xs: sharding.distribution_match_loss(net, variables, x_real, xs, None, mesh)))(x_syn)
+    g1 = jax.jit(jax.grad(lambda xs: losses.distribution_match_loss(net, variables, x_real[1:2], xs, None)))(
+        x_syn[1:2])
     np.testing.assert_allclose(np.asarray(g[1]), np.asarray(g1[0]), rtol=1e-4, atol=1e-7)
     assert np.all(np.isfinite(np.asarray(g)))  # the masked padding classes add nothing, not NaN
 

@@ -172,10 +172,12 @@ def test_soft_labels_and_gradient_wrt_images():
     v = net.init(jax.random.key(0))
     x, _ = batch((6, 6, 2), 3, 3)
     y = jax.nn.softmax(jax.random.normal(jax.random.key(5), (3, 3)))
-    np.testing.assert_allclose(G.grad_norms(net, v, x, y), G.grand_reference(net, v, x, y), rtol=1e-5)
+    # jitted: op by op, every primitive of these (second-order) programs would compile on its own
+    np.testing.assert_allclose(jax.jit(lambda x: G.grad_norms(net, v, x, y))(x),
+                               jax.jit(lambda x: G.grand_reference(net, v, x, y))(x), rtol=1e-5)
     # SDC differentiates the norm w.r.t. the (synthetic) images: second-order terms must agree
-    fast = jax.grad(lambda x: G.grad_norms(net, v, x, y).sum())(x)
-    ref = jax.grad(lambda x: G.grand_reference(net, v, x, y).sum())(x)
+    fast = jax.jit(jax.grad(lambda x: G.grad_norms(net, v, x, y).sum()))(x)
+    ref = jax.jit(jax.grad(lambda x: G.grand_reference(net, v, x, y).sum()))(x)
     np.testing.assert_allclose(fast, ref, rtol=1e-3, atol=1e-6)
 
 

@@ -171,13 +171,16 @@ def test_ld3m_update_moves_latents_along_the_chunked_gradient(small_world, tiny_
     state = m.init(jax.random.key(0), real)
     lat = state.opt_state
     gen, params = m.generator, small_world[2]
-    np.testing.assert_allclose(state.images, gen(params, lat.z, lat.c, lat.noise), rtol=1e-5, atol=1e-5)
+    # the independent computations below are jitted (the same programs op by op compile every
+    # primitive separately: several times slower, same numbers up to float32 rounding)
+    np.testing.assert_allclose(state.images, jax.jit(gen.__call__)(params, lat.z, lat.c, lat.noise),
+                               rtol=1e-5, atol=1e-5)
     # initial latents encode the real images chosen by the matching method's initialisation
     from jaxdd.distill import init_images
 
     k_init, _ = jax.random.split(jax.random.key(0))
     x0, _ = init_images(k_init, real, 2, "real")
-    np.testing.assert_allclose(lat.z, gen.encode(params, x0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(lat.z, jax.jit(gen.encode)(params, x0), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(lat.c, small_world[2]["embedding"][np.repeat(np.arange(3), 2)])
 
     new, metrics = jax.jit(m.update)(state, real)
@@ -188,11 +191,16 @@ def test_ld3m_update_moves_latents_along_the_chunked_gradient(small_world, tiny_
     else:  # GradientMatching.update, first (only) outer loop
         _, k_net, k_loop = jax.random.split(state.key, 3)
         k_real, k_aug, _ = jax.random.split(jax.random.split(k_loop, 1)[0], 3)
-    variables = m.network.init(k_net)
-    x_real, w = m.match._real_batch(k_real, real)
-    g_img = jax.grad(lambda im: m.match.matching_loss(im, state.labels, variables, x_real, w, k_aug)[0])(state.images)
     full = dataclasses.replace(gen, remat=False)
-    g_z, g_c = jax.vjp(lambda z, c: full(params, z, c, lat.noise), lat.z, lat.c)[1](g_img)
+
+    @jax.jit
+    def reference(images, z, c):
+        variables = m.network.init(k_net)
+        x_real, w = m.match._real_batch(k_real, real)
+        g_img = jax.grad(lambda im: m.match.matching_loss(im, state.labels, variables, x_real, w, k_aug)[0])(images)
+        return jax.vjp(lambda z, c: full(params, z, c, lat.noise), z, c)[1](g_img)
+
+    g_z, g_c = reference(state.images, lat.z, lat.c)
     # Adam's first step (bias-corrected moments m = g, v = g^2) is -lr * g / (|g| + 1e-8): compared
     # where g is well above float noise; elsewhere the step is at most lr
     for before, after, g in ((lat.z, new.opt_state.z, g_z), (lat.c, new.opt_state.c, g_c)):
@@ -247,7 +255,9 @@ def test_ld3m_with_trajectory_matching(tmp_path, tiny_npz, pixel_prior):
     real = RealData.from_dataset(ds)
     state = m.init(jax.random.key(0), real)
     lat = state.opt_images
-    np.testing.assert_allclose(state.images, m.generator(params, lat.z, lat.c, lat.noise), rtol=1e-5, atol=1e-5)
+    # the independent computations jitted (op by op, every primitive would compile on its own)
+    np.testing.assert_allclose(state.images, jax.jit(m.generator.__call__)(params, lat.z, lat.c, lat.noise),
+                               rtol=1e-5, atol=1e-5)
     new, metrics = jax.jit(m.update)(state, real)
     # MTT's own draws (TrajectoryMatching.update) and its gradient w.r.t. the images and the lr
     _, k_expert, k_start, k_loss = jax.random.split(state.key, 4)
@@ -256,11 +266,10 @@ def test_ld3m_with_trajectory_matching(tmp_path, tiny_npz, pixel_prior):
     start = jax.random.randint(k_start, (), *mtt.start_window(state.step))
     theta0, theta1 = mtt.expert_pair(expert, start)
     learn = {"images": state.images, "lr": state.syn_lr}
-    grads = jax.grad(lambda l: mtt.matching_loss(l, state, theta0, theta1, k_loss)[0])(learn)
-    assert float(metrics["loss"]) == pytest.approx(float(mtt.matching_loss(learn, state, theta0, theta1, k_loss)[0]),
-                                                   rel=1e-5)
+    loss, grads = jax.jit(jax.value_and_grad(lambda l: mtt.matching_loss(l, state, theta0, theta1, k_loss)[0]))(learn)
+    assert float(metrics["loss"]) == pytest.approx(float(loss), rel=1e-5)
     np.testing.assert_allclose(new.syn_lr, state.syn_lr - 1e-4 * grads["lr"], rtol=1e-5)
-    g_z, _ = m.generator.vjp(params, lat.z, lat.c, lat.noise, grads["images"])
+    g_z, _ = jax.jit(m.generator.vjp)(params, lat.z, lat.c, lat.noise, grads["images"])
     g, step = np.asarray(g_z), np.asarray(new.opt_images.z - lat.z)
     big = np.abs(g) > 1e-3 * np.abs(g).max()
     np.testing.assert_allclose(step[big], -0.05 * g[big] / (np.abs(g[big]) + 1e-8), atol=1e-4)

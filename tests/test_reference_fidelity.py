@@ -256,17 +256,19 @@ def test_sdc_with_batchnorm_uses_the_batch_statistics(bn_setup, mode):
     from jaxdd.difficulty.sdc import sdc_penalty
 
     net, v, x, y = bn_setup
-    got = sdc_penalty(net, v, x, y, mode, train=True)
-    want = _manual_sdc(v["params"], x, y, mode)
+    # jitted (op-by-op dispatch compiles every primitive of these second-order programs on its own)
+    got = jax.jit(lambda xx: sdc_penalty(net, v, xx, y, mode, train=True))(x)
+    want = jax.jit(lambda xx: _manual_sdc(v["params"], xx, y, mode))(x)
     # float32 sums over ~200 parameters of O(1) gradients: relative error ~1e-6
     np.testing.assert_allclose(float(got), float(want), rtol=1e-4)
     # the gradient w.r.t. the images (SDC trains them) too, through the batch statistics
-    g_got = jax.grad(lambda xx: sdc_penalty(net, v, xx, y, mode, train=True))(x)
-    g_want = jax.grad(lambda xx: _manual_sdc(v["params"], xx, y, mode))(x)
+    g_got = jax.jit(jax.grad(lambda xx: sdc_penalty(net, v, xx, y, mode, train=True)))(x)
+    g_want = jax.jit(jax.grad(lambda xx: _manual_sdc(v["params"], xx, y, mode)))(x)
     scale = float(jnp.abs(g_want).max())  # second-order float32 derivatives: ~1e-5 of the largest entry
     np.testing.assert_allclose(np.asarray(g_got), np.asarray(g_want), rtol=1e-3, atol=1e-5 * scale)
     # inference mode with the (shifted) running statistics is a different network state
-    assert abs(float(sdc_penalty(net, v, x, y, mode, train=False)) - float(want)) > 1e-2 * float(want)
+    assert abs(float(jax.jit(lambda xx: sdc_penalty(net, v, xx, y, mode, train=False))(x)) - float(want)) \
+        > 1e-2 * float(want)
 
 
 def test_trajectory_and_dm_sdc_use_the_matching_network_state(bn_setup):
@@ -303,7 +305,9 @@ def test_fast_per_example_norms_have_the_exact_image_gradient():
             v = jax.tree.map(lambda a: a.astype(jnp.float64), net.init(jax.random.key(0)))
             x = jax.random.normal(jax.random.key(1), (5, 8, 8, 2), jnp.float64)
             y = jnp.array([0, 1, 2, 0, 1])
-            fast = jax.grad(lambda xx: jnp.mean(per_example_grad_norms(net, v, xx, y)))(x)
-            slow = jax.grad(lambda xx: jnp.mean(grand_reference(net, v, xx, y)))(x)
+            # jitted: op by op, every primitive of these second-order programs compiles on its own
+            # (3-5x slower); the same float64 computations either way
+            fast = jax.jit(jax.grad(lambda xx: jnp.mean(per_example_grad_norms(net, v, xx, y))))(x)
+            slow = jax.jit(jax.grad(lambda xx: jnp.mean(grand_reference(net, v, xx, y))))(x)
             assert fast.dtype == jnp.float64
             np.testing.assert_allclose(np.asarray(fast), np.asarray(slow), rtol=1e-9, atol=1e-12)
