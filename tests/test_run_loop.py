@@ -135,3 +135,37 @@ def test_hooks_fire_at_the_right_steps(tmp_path, monkeypatch):
     part = run_loop(step, init_state(), config(tmp_path / "s", steps=7, checkpoint_every=4, stop_at=5), hooks)
     assert part.end == 5
     assert calls == [("every3", 0), ("after", 2), ("every3", 3), ("save", 4), ("after", 4), ("at5", 5), ("save", 5)]
+
+
+def test_ctrl_c_stops_on_the_next_step_boundary(tmp_path):
+    """A real SIGINT in the middle of step 3 lets step 3 finish (and its checkpoint commit), then stops;
+    a second SIGINT raises at once; the previous SIGINT handler is back afterwards."""
+    import os
+    import signal
+
+    ran = []
+
+    def interrupted_step(state, i):
+        ran.append(i)
+        if i == 2:  # the third step: Ctrl-C arrives while it computes
+            os.kill(os.getpid(), signal.SIGINT)
+        return step(state, i)
+
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt) as err:
+        run_loop(interrupted_step, init_state(), config(tmp_path / "a", checkpoint_every=1), [metrics_hook()])
+    assert ran == [0, 1, 2] and str(err.value).startswith("interrupted at step 3 of 6; the last checkpoint (step 3)")
+    assert signal.getsignal(signal.SIGINT) is before
+
+    def twice(state, i):
+        ran.append(i)
+        if i == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)  # the second one does not wait for the step to end
+            raise AssertionError("not reached")
+        return step(state, i)
+
+    ran.clear()
+    with pytest.raises(KeyboardInterrupt, match="interrupted at step 2 of 6"):
+        run_loop(twice, init_state(), config(tmp_path / "b"), [metrics_hook()])
+    assert ran == [0, 1] and signal.getsignal(signal.SIGINT) is before

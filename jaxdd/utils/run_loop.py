@@ -23,8 +23,11 @@ appended to the history. Hooks marked ``after_checkpoint`` run after that step's
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -197,6 +200,31 @@ def check_resume(config: RunConfig, saved: dict, latest: int) -> None:
                          "checkpoint's settings, or choose another --out folder")
 
 
+@contextlib.contextmanager
+def deferred_interrupt():
+    """Ctrl-C (SIGINT) inside the block sets the yielded event instead of raising at once; a second
+    Ctrl-C raises ``KeyboardInterrupt`` immediately. The loop checks the event between steps, so an
+    interruption always ends on a step boundary (a ``KeyboardInterrupt`` raised at an arbitrary point
+    can land in a garbage-collection callback, where Python prints and drops it). Outside the main
+    thread, where signal handlers cannot be set, the block leaves SIGINT alone."""
+    event = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield event
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum, frame):
+        if event.is_set():
+            raise KeyboardInterrupt
+        event.set()
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield event
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def run_loop(step: Callable[[Any, int], tuple[Any, dict]], state: Any, config: RunConfig,
              hooks: tuple[Hook, ...] | list[Hook] = (), *, history: list | None = None,
              on_start: Callable[[Any], Any] | None = None,
@@ -247,46 +275,49 @@ def run_loop(step: Callable[[Any, int], tuple[Any, dict]], state: Any, config: R
     t0 = time.time()
     bar = None
     i = start
-    try:
-        if start == 0 and not history:
-            if on_start is not None:
-                state = on_start(state)
-            fire(list(hooks), 0, state, {}, starting=True)
-        t0 = time.time()
-        bar = tqdm(range(start, end), desc=config.desc, disable=not config.progress, dynamic_ncols=True,
-                   initial=start, total=config.steps)
-        for i in range(start + 1, end + 1):
-            new_state, metrics = step(state, i - 1)
-            if config.nan_message is not None and not bool(_all_finite(new_state)):
-                where = (f"the last good checkpoint ({config.unit} {saved_at}) is kept in {config.checkpoint_dir}; "
-                         "fix the setting and rerun with --resume" if saved_at is not None
-                         else "no checkpoint was written")
-                raise NonFiniteError(f"{config.unit} {i}: {config.nan_message.replace('{metrics}', str(metrics))}; "
-                                     f"{where}")
-            state = new_state
-            bar.update(1)
-            if postfix is not None:
-                bar.set_postfix(postfix(metrics))
-            fire(before, i, state, metrics)
-            if ckpt is not None and (i % config.checkpoint_every == 0 or i == end):
+    with deferred_interrupt() as interrupted:  # Ctrl-C stops at the next step boundary
+        try:
+            if start == 0 and not history:
+                if on_start is not None:
+                    state = on_start(state)
+                fire(list(hooks), 0, state, {}, starting=True)
+            t0 = time.time()
+            bar = tqdm(range(start, end), desc=config.desc, disable=not config.progress, dynamic_ncols=True,
+                       initial=start, total=config.steps)
+            for i in range(start + 1, end + 1):
+                new_state, metrics = step(state, i - 1)
+                if config.nan_message is not None and not bool(_all_finite(new_state)):
+                    where = (f"the last good checkpoint ({config.unit} {saved_at}) is kept in {config.checkpoint_dir}; "
+                             "fix the setting and rerun with --resume" if saved_at is not None
+                             else "no checkpoint was written")
+                    raise NonFiniteError(f"{config.unit} {i}: {config.nan_message.replace('{metrics}', str(metrics))}; "
+                                         f"{where}")
+                state = new_state
+                bar.update(1)
+                if postfix is not None:
+                    bar.set_postfix(postfix(metrics))
+                fire(before, i, state, metrics)
+                if ckpt is not None and (i % config.checkpoint_every == 0 or i == end):
+                    try:
+                        ckpt.save(i, state, {"run": record, "history": history})
+                        saved_at = i
+                    except OutputError as err:  # disk full: one line, the previous checkpoint kept
+                        raise OutputError(f"{err}; {resume_hint(config, saved_at)}") from None
                 try:
-                    ckpt.save(i, state, {"run": record, "history": history})
-                    saved_at = i
-                except OutputError as err:  # disk full: one line, the previous checkpoint kept
+                    fire(after, i, state, metrics)
+                except OutputError as err:
                     raise OutputError(f"{err}; {resume_hint(config, saved_at)}") from None
-            try:
-                fire(after, i, state, metrics)
-            except OutputError as err:
-                raise OutputError(f"{err}; {resume_hint(config, saved_at)}") from None
-    except KeyboardInterrupt:
-        if ckpt is not None:  # Ctrl-C during a save is raised once that save has committed
-            saved_at = ckpt.latest_step()
-        raise KeyboardInterrupt(f"interrupted at {config.unit} {i} of {config.steps}; "
-                                f"{resume_hint(config, saved_at)}") from None
-    finally:
-        if bar is not None:
-            bar.close()
-        if ckpt is not None:
-            ckpt.close()
+                if interrupted.is_set():
+                    raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            if ckpt is not None:  # Ctrl-C during a save is raised once that save has committed
+                saved_at = ckpt.latest_step()
+            raise KeyboardInterrupt(f"interrupted at {config.unit} {i} of {config.steps}; "
+                                    f"{resume_hint(config, saved_at)}") from None
+        finally:
+            if bar is not None:
+                bar.close()
+            if ckpt is not None:
+                ckpt.close()
     return LoopResult(state=state, history=history, start=start, end=end, resumed_from=resumed_from,
                       saved_at=saved_at, seconds=time.time() - t0)
