@@ -230,3 +230,27 @@ def test_own_model_errors_name_the_fix(real):
     assert as_network(net, SHAPE, 3) is net
     with pytest.raises(ValueError, match="create it for this data"):
         as_network(net, (4, 4, 2))
+
+
+def test_mtt_experts_and_update_of_the_jaxdd_module_through_the_adapter_equal_the_network(tiny_npz, tmp_path):
+    """MTT end to end with an own model: experts trained on it (train_experts) and one MTT update
+    from its buffer equal the same module as a jaxdd Network (mlp: no BatchNorm)."""
+    from jaxdd.data import load_dataset
+    from jaxdd.experts import ExpertConfig, train_experts
+
+    ds = load_dataset(tiny_npz)
+    real = RealData.from_dataset(ds)
+    net = create_network("mlp-w16", num_classes=3, input_shape=(8, 8, 1))
+    own = linen_model(net.module, train=False)
+    settings = dict(ipc=2, syn_steps=3, expert_epochs=1, max_start_epoch=2, lr_img=1.0, iterations=2)
+    out = []
+    for i, model in enumerate((net, own)):
+        buf = train_experts(ds, model, tmp_path / str(i), 1, ExpertConfig(epochs=3, batch_size=8), progress=False)
+        method = build_method("mtt", model, dataset=ds, buffer=str(buf.path), **settings)
+        state = method.init(jax.random.key(6), real)
+        new, _ = jax.jit(method.update)(state, real)
+        out.append((buf.flat(0, 3), new.images, state.images))
+    assert buf.index["network"]["name"] == "MLP"
+    _close(out[1][0], out[0][0])  # the expert's last epoch
+    assert float(jnp.abs(out[0][1] - out[0][2]).max()) > 1e-4
+    _close(out[1][1], out[0][1])
