@@ -251,3 +251,19 @@ def test_mtt_experts_and_update_of_the_jaxdd_module_through_the_adapter_equal_th
     _close(out[1][0], out[0][0])  # the expert's last epoch
     assert float(jnp.abs(out[0][1] - out[0][2]).max()) > 1e-4
     _close(out[1][1], out[0][1])
+
+
+def test_difficulty_classifier_trained_on_an_own_model_equals_the_network(tiny_npz, tmp_path):
+    from jaxdd.data import load_dataset
+    from jaxdd.difficulty.classifier import train_classifier
+    from jaxdd.train import TrainConfig
+
+    ds = load_dataset(tiny_npz)
+    net = create_network("mlp-w16", num_classes=3, input_shape=(8, 8, 1))
+    cfg = TrainConfig(epochs=2, batch_size=8)
+    mine = train_classifier(jax.random.key(7), ds, linen_model(net.module, train=False), cfg, progress=False)
+    ref = train_classifier(jax.random.key(7), ds, "mlp-w16", cfg, progress=False)
+    assert mine.meta["model"] == "MLP"
+    _close(mine.scores(ds.x_test, ds.y_test), ref.scores(ds.x_test, ds.y_test))
+    with pytest.raises(ValueError, match="only a classifier built on a jaxdd network"):
+        mine.save(tmp_path / "clf")

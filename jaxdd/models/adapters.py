@@ -293,9 +293,9 @@ def as_network(model: Network | Model | nn.Module | Callable, input_shape: tuple
     x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
     try:
         logits = jax.eval_shape(lambda k, x: m.apply(m.init(k, x), x), jax.random.key(0), x)
-    except ValueError:
+    except ValueError:  # ours (e.g. linen_model's state check) and flax's, which name the problem
         raise
-    except Exception as e:  # shape errors of the user's model: name the shapes
+    except Exception as e:  # other errors of the user's model: name the input shape
         raise ValueError(f"model {m.name!r} does not run on inputs of shape (batch, {', '.join(map(str, input_shape))})"
                          f" after init: {type(e).__name__}: {e}") from e
     if len(logits.shape) != 2 or logits.shape[0] != 1:
