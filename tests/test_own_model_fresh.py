@@ -267,3 +267,20 @@ def test_difficulty_classifier_trained_on_an_own_model_equals_the_network(tiny_n
     _close(mine.scores(ds.x_test, ds.y_test), ref.scores(ds.x_test, ds.y_test))
     with pytest.raises(ValueError, match="only a classifier built on a jaxdd network"):
         mine.save(tmp_path / "clf")
+
+
+def test_distill_driver_runs_and_evaluates_an_own_model(tiny_npz):
+    """The driver's GraNd tracking, quick and final evaluations train fresh networks of the
+    method's own model (not a network looked up by name)."""
+    from jaxdd.data import load_dataset
+    from jaxdd.distill import distill
+
+    ds = load_dataset(tiny_npz)
+    real = RealData.from_dataset(ds)
+    method = build_method("dm", OwnLinen(), dataset=ds, ipc=1, batch_real=4)
+    res = distill(method, real, ds, iterations=2, eval_every=2, eval_epochs=1, eval_final_epochs=1,
+                  eval_final_models=1, track_models=1, progress=False)
+    [final] = res.evaluation["results"]
+    assert final["arch"] == "OwnLinen" and 0 <= final["mean"] <= 100
+    assert any("eval_acc" in h for h in res.history) and all(np.isfinite(h["grand"]) for h in res.history
+                                                              if "grand" in h)
