@@ -212,6 +212,9 @@ def test_own_model_errors_name_the_fix(real):
         ensemble_scores(apply_fn, np.asarray(real.images), np.asarray(real.labels), jax.random.key(0))
     with pytest.raises(ValueError, match="batch_stats.*BatchNorm-free"):
         build_method("dm", WithBN(), dataset=real)
+    with pytest.raises(ValueError, match="holds BatchNorm statistics"):
+        build_method("dm", lambda rngs: nnx.Sequential(nnx.BatchNorm(2, rngs=rngs), nnx.Linear(2, 3, rngs=rngs)),
+                     dataset=real)
     with pytest.raises(ValueError, match="built nnx module"):
         as_network(OwnNnx(nnx.Rngs(0)), SHAPE)
     with pytest.raises(ValueError, match="needs the image shape"):

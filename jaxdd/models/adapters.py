@@ -202,8 +202,9 @@ def nnx_model(constructor: Callable[[Any], Any], *, embed: str | None = None) ->
     """A :class:`Model` with ``init`` for a ``flax.nnx`` module built by ``constructor(rngs)``
     (e.g. ``lambda rngs: MyModule(..., rngs=rngs)``): ``init(key, x)`` keeps the ``nnx.Param``
     state of ``constructor(nnx.Rngs(key))`` (``x`` unused: an nnx module knows its shapes);
-    ``apply`` / ``embed`` as :func:`from_nnx` of one module built now (its non-parameter state,
-    e.g. BatchNorm statistics, is held fixed)."""
+    ``apply`` / ``embed`` as :func:`from_nnx` of one module built now (other state, e.g. a
+    Dropout's ``Rngs``, is held fixed). BatchNorm statistics raise: fresh networks of an own model
+    must be BatchNorm-free."""
     from flax import nnx
 
     if isinstance(constructor, nnx.Module) or not callable(constructor):
@@ -212,6 +213,9 @@ def nnx_model(constructor: Callable[[Any], Any], *, embed: str | None = None) ->
     module = constructor(nnx.Rngs(0))
     if not isinstance(module, nnx.Module):
         raise ValueError(f"the nnx constructor returned {type(module).__name__}, not a flax.nnx Module")
+    if jax.tree.leaves(nnx.state(module, nnx.BatchStat)):
+        raise ValueError(f"{type(module).__name__} holds BatchNorm statistics; fresh networks of an own model must be "
+                         "BatchNorm-free (use a BatchNorm-free model, or a jaxdd Network)")
     model, _ = from_nnx(module, embed=embed)
 
     def init(key, x):
