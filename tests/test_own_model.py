@@ -262,7 +262,7 @@ def test_readme_own_model_section_runs_as_written():
     text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     section = text.split("## Use jaxdd in your own JAX code", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```python\n(.*?)```", section, re.S)
-    assert len(blocks) == 2
+    assert len(blocks) == 3
     ns: dict = {}
     with warnings.catch_warnings():
         warnings.simplefilter("error", FallbackWarning)  # the README promises the fast path
@@ -270,5 +270,10 @@ def test_readme_own_model_section_runs_as_written():
             exec(compile(block, "README.md", "exec"), ns)
     np.testing.assert_allclose(ns["norms"], slow_norms(ns["apply_fn"], ns["params"], ns["x"], ns["y"]), rtol=1e-5)
     np.testing.assert_allclose(ns["nnx_norms"], slow_norms(ns["model"].apply, ns["nnx_params"],
-                                                           ns["x"].reshape(8, -1), ns["y"]), rtol=1e-5)
+                                                           ns["x"].reshape(20, -1), ns["y"]), rtol=1e-5)
     assert ns["g"].shape == (2, 1, 28, 28, 1) and np.all(np.isfinite(ns["g"]))
+    # fresh networks of the user's module: 3 DM steps moved the images, the scores are EL2N values
+    assert int(ns["state"].step) == 3 and ns["state"].images.shape == (10, 28, 28, 1)
+    assert float(jnp.abs(ns["state"].images - ns["dm"].init(jax.random.key(2), ns["real"]).images).max()) > 1e-3
+    el2n = np.asarray(ns["el2n"])
+    assert el2n.shape == (20,) and np.all((el2n >= 0) & (el2n <= np.sqrt(2)))

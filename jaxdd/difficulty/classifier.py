@@ -6,7 +6,8 @@ With M stacked models (``num_models``) the ensemble probability is used:
 
 Your own model: ``DifficultyClassifier(Model(apply_fn), stacked_params, meta={})`` (a
 :class:`jaxdd.models.adapters.Model`, params with a leading model axis) scores and measures accuracy
-the same way; saving and loading by name need a jaxdd network.
+the same way, and :func:`train_classifier` trains one that can initialise fresh networks
+(``jaxdd.models.adapters.as_network``); saving and loading by name need a jaxdd network.
 
 Saved as a folder: ``classifier.json`` (model, classes, input shape, train config, dataset) and
 ``ckpt/`` (an orbax checkpoint of the stacked variables, :mod:`jaxdd.utils.checkpoint`).
@@ -26,7 +27,7 @@ from jaxdd.data.dataset import Dataset
 from jaxdd.difficulty import score_models
 from jaxdd.models import Network, create_network
 from jaxdd.utils.labels import hard_labels
-from jaxdd.models.adapters import Model
+from jaxdd.models.adapters import Model, ModelNetwork, as_network
 from jaxdd.train import Trainer, TrainConfig, evaluate_accuracy, fit
 from jaxdd.utils.checkpoint import Checkpointer
 from jaxdd.utils.io import read_json, write_json
@@ -62,7 +63,7 @@ class DifficultyClassifier:
         return 1.0 - wrong.mean(1)
 
     def save(self, folder: str | os.PathLike) -> Path:
-        if not isinstance(self.net, Network):
+        if not isinstance(self.net, Network) or isinstance(self.net, ModelNetwork):
             raise ValueError("only a classifier built on a jaxdd network can be saved (it is reloaded by network "
                              "name); keep your own model's parameters with your own checkpointing")
         folder = Path(folder)
@@ -92,17 +93,21 @@ class DifficultyClassifier:
         return cls(net=net, variables=variables, meta=meta)
 
 
-def train_classifier(key: jax.Array, ds: Dataset, model: str = "convnet", config: TrainConfig | None = None,
+def train_classifier(key: jax.Array, ds: Dataset, model: Any = "convnet", config: TrainConfig | None = None,
                      num_models: int = 1, progress: bool = True) -> DifficultyClassifier:
     """Train ``num_models`` networks on the real training set of ``ds`` with :func:`jaxdd.train.fit`
-    (default: the DC protocol's SGD for :data:`DEFAULT_EPOCHS` epochs)."""
+    (default: the DC protocol's SGD for :data:`DEFAULT_EPOCHS` epochs). ``model``: a network name,
+    or an own model that can initialise fresh networks (``jaxdd.models.adapters.as_network``)."""
     config = config or TrainConfig(epochs=DEFAULT_EPOCHS)
-    net = create_network(model, num_classes=ds.num_classes, input_shape=ds.image_shape)
+    if isinstance(model, str):
+        net = create_network(model, num_classes=ds.num_classes, input_shape=ds.image_shape)
+    else:
+        net = as_network(model, ds.image_shape, ds.num_classes)
     trainer = Trainer(net, config)
     k_init, k_fit = jax.random.split(key)
     state = trainer.init(k_init, num_models=num_models)
     state, history = fit(trainer, state, ds.x_train, ds.y_train, k_fit, progress=progress, desc="classifier")
-    meta = {"model": model, "num_classes": ds.num_classes, "input_shape": list(ds.image_shape),
+    meta = {"model": net.name, "num_classes": ds.num_classes, "input_shape": list(ds.image_shape),
             "num_models": num_models, "dataset": ds.name, "train_config": dataclasses.asdict(config),
             "final_train_acc": float(np.mean(history[-1]["acc"])) if history else None}
     return DifficultyClassifier(net=net, variables=state.variables, meta=meta)

@@ -29,7 +29,7 @@ from jax.sharding import Mesh
 from jaxdd.difficulty import scores as S
 from jaxdd.difficulty.gradnorm import ModelLike
 from jaxdd.difficulty.registry import SCORES, check_score, get_score  # noqa: F401
-from jaxdd.models.adapters import bind
+from jaxdd.models.adapters import as_network, bind
 from jaxdd.models.network import Network, Variables
 from jaxdd.utils.distributed import to_host
 from jaxdd.utils.labels import hard_labels
@@ -149,7 +149,7 @@ def _score_epochs(epochs: int, score_epochs: Sequence[int] | None, score: str) -
     return chosen
 
 
-def ensemble_scores(net: Network, x: Any, y: Any, key: jax.Array, *, score: str = "el2n", num_models: int = 4,
+def ensemble_scores(net: Any, x: Any, y: Any, key: jax.Array, *, score: str = "el2n", num_models: int = 4,
                     epochs: int = 10, score_epochs: Sequence[int] | None = None, train_config: Any = None,
                     batch_size: int = 256, mesh: Mesh | None = None, method: str = "auto",
                     progress: bool = True, checkpoint_dir: str | None = None) -> EnsembleResult:
@@ -162,8 +162,15 @@ def ensemble_scores(net: Network, x: Any, y: Any, key: jax.Array, *, score: str 
     in memory; scoring streams it. With ``checkpoint_dir`` the models, the scores so far and the
     forgetting tracker are saved after every epoch (``jaxdd.utils.checkpoint``) and a rerun with the
     same arguments resumes from the latest epoch with identical results.
+
+    ``net``: a jaxdd ``Network`` or an own model that can initialise fresh networks (a ``Model``
+    with ``init``, a ``flax.linen`` module or an nnx constructor ``lambda rngs: ...``), built for
+    the images of ``x`` with ``jaxdd.models.adapters.as_network``.
     """
     from jaxdd.train import TrainConfig, Trainer, fit, predict_logits
+
+    if not isinstance(net, Network):
+        net = as_network(net, np.shape(x)[1:])
     from jaxdd.utils.run_loop import RunConfig, run_loop
 
     check_score(score)

@@ -12,6 +12,10 @@ Running a method: ``jaxdd distill --method NAME ...`` on the command line, or in
     method = build_method("dsa", net, ipc=10, sdc=0.01)    # config = the authors' defaults + overrides
     result = distill(method, real, dataset, out="runs/dsa", iterations=200)
 
+``net`` is a jaxdd ``Network`` or your own model (a ``flax.linen`` module, an nnx constructor
+``lambda rngs: ...``, a ``jaxdd.models.adapters.Model`` with ``init``; then pass
+``dataset=dataset`` to ``build_method`` for the shapes).
+
 Adding a method (trajectory matching, LD3M, ...)
 ------------------------------------------------
 A method is an object with ``name``, ``config``, ``network``, ``eval_preset``, ``extendable``,

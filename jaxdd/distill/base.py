@@ -18,6 +18,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxdd.data.sampler import ClassIndex, class_sample_indices
 from jaxdd.models import Network
+from jaxdd.models.adapters import as_network
 from jaxdd.utils.mesh import DATA_AXIS
 
 INITS = ("real", "noise")
@@ -315,14 +316,26 @@ def method_config(name: str, **overrides: Any) -> Any:
     return spec.config_cls(**overrides)
 
 
-def build_method(name: str, network: Network, mesh: Mesh | None = None, dataset: Any = None,
+def build_method(name: str, network: Any, mesh: Mesh | None = None, dataset: Any = None,
                  **overrides: Any) -> Method:
     """``build_method("dc", net, ipc=10, sdc=0.1)``: the registered method with its config.
 
-    ``dataset`` (a ``Dataset`` or its name) picks the reference DSA strategy of a method with
-    ``dsa`` and no ``dsa_strategy`` given (``jaxdd.augment.default_strategy``: no ``flip`` for digit
-    datasets); without it such a method falls back on its own default."""
+    ``network``: a jaxdd ``Network``, or an own model that can initialise fresh networks (a
+    ``jaxdd.models.adapters.Model`` with ``init``, a ``flax.linen`` module, an nnx constructor
+    ``lambda rngs: ...``; see ``jaxdd.models.adapters.as_network``), which needs ``dataset`` as a
+    ``Dataset`` (or ``RealData``) for the image shape and class count. ``dataset`` (a ``Dataset`` or
+    its name) also picks the reference DSA strategy of a method with ``dsa`` and no ``dsa_strategy``
+    given (``jaxdd.augment.default_strategy``: no ``flip`` for digit datasets); without it such a
+    method falls back on its own default."""
     config = method_config(name, **overrides)
+    if not isinstance(network, Network):
+        if not hasattr(dataset, "image_shape"):
+            raise ValueError(f"building {name!r} on an own model needs the image shape and class count: pass "
+                             "dataset= the Dataset (or RealData), or a Network from "
+                             "jaxdd.models.adapters.as_network(model, input_shape)")
+        network = as_network(network, dataset.image_shape, dataset.num_classes)
+    if isinstance(dataset, RealData):  # shapes only; it has no name for the DSA strategy
+        dataset = None
     if (dataset is not None and getattr(config, "dsa", False) and getattr(config, "dsa_strategy", "") is None
             and not isinstance(dataset, int)):
         from jaxdd.augment import default_strategy

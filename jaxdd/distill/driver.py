@@ -267,7 +267,7 @@ def distill(method: Method, real: RealData, dataset, config: DistillConfig | Non
         from jaxdd.evaluate import evaluate_set
 
         images, labels, lr = synthetic(it, st)
-        r = evaluate_set(np.asarray(images), np.asarray(labels), dataset, method.network.name, eval_preset,
+        r = evaluate_set(np.asarray(images), np.asarray(labels), dataset, method.network, eval_preset,
                          key=jax.random.fold_in(jax.random.fold_in(root, _EVAL), it), num_models=config.eval_models,
                          lr=None if lr is None else float(lr), epochs=config.eval_epochs, progress=False)
         return {"iteration": it, "eval_acc": r["mean"], "eval_std": r["std"]}
@@ -317,7 +317,7 @@ def distill(method: Method, real: RealData, dataset, config: DistillConfig | Non
         from jaxdd.evaluate import evaluate_distilled
 
         try:
-            evaluation = evaluate_distilled(distilled, dataset, archs=(method.network.name,), preset=eval_preset,
+            evaluation = evaluate_distilled(distilled, dataset, archs=(method.network,), preset=eval_preset,
                                             key=jax.random.fold_in(root, _FINAL), num_models=config.eval_final_models,
                                             epochs=config.eval_final_epochs, progress=config.progress)
         except KeyboardInterrupt:

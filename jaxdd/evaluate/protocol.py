@@ -26,7 +26,8 @@ import numpy as np
 
 from jaxdd.data.distilled import DistilledSet, validate
 from jaxdd.evaluate.presets import Preset, get_preset
-from jaxdd.models import create_network
+from jaxdd.models import Network, create_network
+from jaxdd.models.adapters import as_network
 from jaxdd.train import Trainer, evaluate_accuracy, fit
 from jaxdd.utils.labels import hard_labels, is_soft
 
@@ -73,7 +74,15 @@ def _check_lr(lr: Any) -> float:
     return lr
 
 
-def select_lr(x: Any, y: Any, x_val: Any, y_val: Any, dataset, arch: str, preset: str | Preset, key: jax.Array,
+def _network(arch: Any, dataset) -> Network:
+    """``arch`` by name (``create_network``), or a ``Network`` / own model that can initialise fresh
+    networks (``jaxdd.models.adapters.as_network``), for ``dataset``'s images and classes."""
+    if isinstance(arch, str):
+        return create_network(arch, num_classes=dataset.num_classes, input_shape=dataset.image_shape)
+    return as_network(arch, dataset.image_shape, dataset.num_classes)
+
+
+def select_lr(x: Any, y: Any, x_val: Any, y_val: Any, dataset, arch: Any, preset: str | Preset, key: jax.Array,
               *, epochs: int | None = None, mesh=None, progress: bool = True) -> tuple[float, dict[float, float]]:
     """Pick the lr of ``preset.lr_grid`` whose model, trained on (x, y), is most accurate on
     (x_val, y_val). One model per candidate, all trained at once (per-model lr). Returns
@@ -82,22 +91,23 @@ def select_lr(x: Any, y: Any, x_val: Any, y_val: Any, dataset, arch: str, preset
     grid = p.lr_grid or (p.config.lr,)
     cfg = p.train_config(dataset, epochs)
     y, _ = _prepare_labels(y, dataset.num_classes, cfg.soft_labels)
-    net = create_network(arch, num_classes=dataset.num_classes, input_shape=dataset.image_shape)
+    net = _network(arch, dataset)
     trainer = Trainer(net, cfg, mesh=mesh)
     k_init, k_train = jax.random.split(key)
     state, _ = fit(trainer, trainer.init(k_init, len(grid)), x, y, k_train, lr=np.asarray(grid, np.float32),
-                   progress=progress, desc=f"{arch} lr grid")
+                   progress=progress, desc=f"{net.name} lr grid")
     accs = np.round(100.0 * evaluate_accuracy(net, state.variables, x_val, np.asarray(y_val), mesh=mesh)
                     .astype(np.float64), 4)
     best = int(np.argmax(accs))  # first maximum: ties go to the smaller lr (grid is ascending)
     return float(grid[best]), {float(g): float(a) for g, a in zip(grid, accs)}
 
 
-def evaluate_set(x: Any, y: Any, dataset, arch: str = "convnet", preset: str | Preset = "dc",
+def evaluate_set(x: Any, y: Any, dataset, arch: Any = "convnet", preset: str | Preset = "dc",
                  key: jax.Array | None = None, num_models: int | None = None, lr: float | None = None,
                  mesh=None, *, epochs: int | None = None, holdout: tuple[Any, Any] | None = None,
                  progress: bool = True) -> dict[str, Any]:
-    """Test accuracy of ``num_models`` fresh ``arch`` networks trained on (x, y) only.
+    """Test accuracy of ``num_models`` fresh ``arch`` networks trained on (x, y) only (``arch``: a
+    network name, or a ``Network`` / own model, see ``jaxdd.models.adapters.as_network``).
 
     ``x`` (N, H, W, C) normalised like ``dataset``; ``y`` int labels (N,) or probability rows (N, C)
     (trained with soft CE under ``datm``; otherwise their argmax is used and noted). ``lr``
@@ -133,13 +143,13 @@ def evaluate_set(x: Any, y: Any, dataset, arch: str = "convnet", preset: str | P
         else:
             lr = cfg.lr
     lr = _check_lr(lr)
-    net = create_network(arch, num_classes=dataset.num_classes, input_shape=dataset.image_shape)
+    net = _network(arch, dataset)
     trainer = Trainer(net, cfg, mesh=mesh)
     state, _ = fit(trainer, trainer.init(k_init, m), x, y, k_train, lr=lr, progress=progress,
-                   desc=f"{arch} {p.name} ({m} models)")
+                   desc=f"{net.name} {p.name} ({m} models)")
     accs = np.round(100.0 * evaluate_accuracy(net, state.variables, dataset.x_test, dataset.y_test, mesh=mesh)
                     .astype(np.float64), 4)
-    result = {"arch": arch, "preset": p.name, "accs": accs.tolist(), "mean": round(float(np.mean(accs)), 4),
+    result = {"arch": net.name, "preset": p.name, "accs": accs.tolist(), "mean": round(float(np.mean(accs)), 4),
               "std": round(float(np.std(accs)), 4), "lr": lr, "epochs": cfg.epochs, "num_models": m,
               "train_size": len(x), "labels": label_note, "config": dataclasses.asdict(cfg)}
     if grid is not None:
@@ -167,11 +177,12 @@ def check_compatible(distilled: DistilledSet, dataset) -> None:
                          f"the dataset it was distilled from ({distilled.dataset})")
 
 
-def evaluate_distilled(distilled: DistilledSet, dataset, archs: Sequence[str] = ("convnet",),
+def evaluate_distilled(distilled: DistilledSet, dataset, archs: Sequence[Any] = ("convnet",),
                        preset: str | Preset = "dc", key: jax.Array | None = None, num_models: int | None = None,
                        lr: float | None = None, mesh=None, *, epochs: int | None = None,
                        progress: bool = True) -> dict[str, Any]:
-    """Cross-architecture evaluation of a distilled set: :func:`evaluate_set` for every arch (same key).
+    """Cross-architecture evaluation of a distilled set: :func:`evaluate_set` for every arch (same key;
+    names, or networks / own models).
 
     Under ``mtt``/``datm`` the set's learned lr is used unless ``lr`` is given. Returns
     {"results": [one evaluate_set dict per arch], "distilled": {dataset, ipc, size, soft_labels, lr}}.

@@ -23,6 +23,8 @@ import dataclasses
 import os
 import time
 from pathlib import Path
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -30,6 +32,7 @@ import numpy as np
 from jaxdd.experts.buffer import (FORMAT, INDEX, VERSION, ExpertBuffer, dataset_record, expert_file,
                                   flatten_stacked, network_record, write_index)
 from jaxdd.models import Network
+from jaxdd.models.adapters import as_network
 from jaxdd.train import Trainer, TrainConfig, evaluate_accuracy, fit
 from jaxdd.utils.io import read_json
 from jaxdd.utils.metric_log import MetricLog
@@ -86,7 +89,7 @@ def _same_setup(found: dict, expected: dict) -> list[str]:
     return record_diff({k: v for k, v in found.items() if k not in skip}, json_roundtrip(expected), skip)
 
 
-def train_experts(dataset, network: Network, out: str | Path, num_experts: int, config: ExpertConfig = ExpertConfig(),
+def train_experts(dataset, network: Any, out: str | Path, num_experts: int, config: ExpertConfig = ExpertConfig(),
                   *, seed: int = 0, parallel: int = 1, mesh=None, subset: str | None = None,
                   progress: bool = True) -> ExpertBuffer:
     """Train (or finish) ``num_experts`` experts of ``network`` on ``dataset``'s training split into ``out``.
@@ -94,8 +97,11 @@ def train_experts(dataset, network: Network, out: str | Path, num_experts: int, 
     An existing buffer in ``out`` is resumed if it was made with the same network, dataset (and the same
     training examples), ``config`` and ``seed`` (otherwise ``ValueError`` naming what differs); experts
     already in its index are kept, the missing ones are trained, ``parallel`` at a time.
-    Returns the :class:`ExpertBuffer`.
+    Returns the :class:`ExpertBuffer`. ``network`` may be an own model that can initialise fresh
+    networks (``jaxdd.models.adapters.as_network``; then distil with the same model and name).
     """
+    if not isinstance(network, Network):
+        network = as_network(network, dataset.image_shape, dataset.num_classes)
     if not isinstance(num_experts, int) or isinstance(num_experts, bool) or num_experts < 1:
         raise ValueError(f"num_experts must be a positive integer, got {num_experts!r}")
     if not isinstance(parallel, int) or isinstance(parallel, bool) or parallel < 1:

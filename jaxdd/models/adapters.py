@@ -17,6 +17,12 @@ The adapters build a :class:`Model` and its ``params`` from other sources:
 * :func:`from_nnx`: a ``flax.nnx`` module, split into ``(graphdef, params, rest)`` with
   ``nnx.split`` and rebuilt with ``nnx.merge`` inside the functions.
 
+Methods and scores that initialise fresh networks (DC, DSA, DM, MTT, DATM, ensemble scores) also
+need ``init(key, x) -> params``: :func:`linen_model` (``module.init``), :func:`nnx_model` (a
+constructor ``lambda rngs: MyModule(..., rngs=rngs)``) or ``Model(apply, embed, init=init_fn)``.
+:func:`as_network` turns any of them into a jaxdd ``Network`` (variables ``{"params": params}``),
+which every trainer, method and score takes.
+
 The functions are pure in ``(params, x)``, so everything built on them jits and differentiates
 w.r.t. ``params`` or ``x``. Per-example quantities (gradient norms, SDC) assume the model treats
 examples independently (BatchNorm in inference mode).
@@ -25,25 +31,30 @@ examples independently (BatchNorm in inference mode).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any, Callable, NamedTuple
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from jaxdd.models.network import Network, Variables
 
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
+InitFn = Callable[[jax.Array, jax.Array], Any]
 
 
 @dataclasses.dataclass(frozen=True)
 class Model:
     """A model as plain functions of ``(params, x)``: ``apply`` gives logits (B, C), ``embed``
-    features (B, D) (None when the model has no feature extractor). Hashable, so it can be a
-    static argument of ``jax.jit``."""
+    features (B, D) (None when the model has no feature extractor); ``init(key, x)`` fresh
+    ``params`` for a batch ``x`` of inputs (None: the model cannot be initialised, so it only
+    serves with given parameters). Hashable, so it can be a static argument of ``jax.jit``."""
 
     apply: ApplyFn
     embed: ApplyFn | None = None
     name: str = "model"
+    init: InitFn | None = None
 
     def __post_init__(self):
         if not callable(self.apply):
@@ -51,6 +62,8 @@ class Model:
         if self.embed is not None and not callable(self.embed):
             raise ValueError(f"Model.embed must be a function embed_fn(params, x) -> features or None, "
                              f"got {self.embed!r}")
+        if self.init is not None and not callable(self.init):
+            raise ValueError(f"Model.init must be a function init_fn(key, x) -> params or None, got {self.init!r}")
 
 
 class Bound(NamedTuple):
@@ -161,6 +174,142 @@ def from_nnx(module: Any, *, embed: str | None = None) -> tuple[Model, Any]:
             return getattr(nnx.merge(graphdef, p, rest), embed)(x)
 
     return Model(apply, embed_fn, type(module).__name__), params
+
+
+def linen_model(module: nn.Module, *, embed: str | None = None, **apply_kwargs) -> Model:
+    """A :class:`Model` with ``init`` for a ``flax.linen`` module without state other than
+    ``params``: ``init(key, x) = module.init(key, x, **apply_kwargs)["params"]``, ``apply`` and
+    ``embed`` as :func:`from_linen` with ``variables = {"params": params}``.
+
+    A module that creates other collections (BatchNorm ``batch_stats``, ...) raises at ``init``:
+    wrap it as a jaxdd ``Network`` instead (a module with ``__call__(x, train)`` and ``embed``)."""
+    model, _ = from_linen(module, {"params": None}, embed=embed, **apply_kwargs)
+
+    def init(key, x):
+        variables = module.init(key, x, **apply_kwargs)
+        extra = sorted(set(variables) - {"params"})
+        if extra:
+            raise ValueError(f"{type(module).__name__} creates the collections {extra} besides 'params'; fresh "
+                             "networks of an own model must be stateless (no BatchNorm): use a BatchNorm-free "
+                             "model, or build a jaxdd Network(name, module, input_shape, num_classes) from a module "
+                             "with __call__(x, train) and an embed method")
+        return variables["params"]
+
+    return dataclasses.replace(model, init=init)
+
+
+def nnx_model(constructor: Callable[[Any], Any], *, embed: str | None = None) -> Model:
+    """A :class:`Model` with ``init`` for a ``flax.nnx`` module built by ``constructor(rngs)``
+    (e.g. ``lambda rngs: MyModule(..., rngs=rngs)``): ``init(key, x)`` keeps the ``nnx.Param``
+    state of ``constructor(nnx.Rngs(key))`` (``x`` unused: an nnx module knows its shapes);
+    ``apply`` / ``embed`` as :func:`from_nnx` of one module built now (other state, e.g. a
+    Dropout's ``Rngs``, is held fixed). BatchNorm statistics raise: fresh networks of an own model
+    must be BatchNorm-free."""
+    from flax import nnx
+
+    if isinstance(constructor, nnx.Module) or not callable(constructor):
+        raise ValueError("nnx_model takes a constructor lambda rngs: MyModule(..., rngs=rngs) (fresh modules for "
+                         f"every key), got {type(constructor).__name__}; use from_nnx for one built module")
+    module = constructor(nnx.Rngs(0))
+    if not isinstance(module, nnx.Module):
+        raise ValueError(f"the nnx constructor returned {type(module).__name__}, not a flax.nnx Module")
+    if jax.tree.leaves(nnx.state(module, nnx.BatchStat)):
+        raise ValueError(f"{type(module).__name__} holds BatchNorm statistics; fresh networks of an own model must be "
+                         "BatchNorm-free (use a BatchNorm-free model, or a jaxdd Network)")
+    model, _ = from_nnx(module, embed=embed)
+
+    def init(key, x):
+        return nnx.split(constructor(nnx.Rngs(key)), nnx.Param, ...)[1]
+
+    return dataclasses.replace(model, init=init)
+
+
+def _positional_arity(fn: Callable) -> int | None:
+    """Number of required positional parameters of ``fn`` (None when it has no signature)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    return sum(p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
+
+
+def as_model(model: Model | nn.Module | Callable) -> Model:
+    """A :class:`Model` with ``init`` from a ``Model`` (which must have ``init``), a ``flax.linen``
+    module (:func:`linen_model`) or an nnx constructor of one argument ``rngs``
+    (:func:`nnx_model`); a clear error for anything that cannot initialise fresh parameters."""
+    from flax import nnx
+
+    how = ("give a Model(apply_fn, embed_fn, init=init_fn) with init_fn(key, x) -> params, a flax.linen module, or "
+           "an nnx constructor lambda rngs: MyModule(..., rngs=rngs)")
+    if isinstance(model, Model):
+        if model.init is None:
+            raise ValueError(f"model {model.name!r} has no init function, and fresh networks are needed here; {how}")
+        return model
+    if isinstance(model, nn.Module):
+        return linen_model(model)
+    if isinstance(model, nnx.Module):
+        raise ValueError(f"a built nnx module ({type(model).__name__}) cannot give fresh networks; {how}")
+    if callable(model) and _positional_arity(model) == 1:
+        return nnx_model(model)
+    raise ValueError(f"cannot initialise fresh networks from {type(model).__name__} (a plain apply_fn has no "
+                     f"init); {how}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelNetwork(Network):
+    """A jaxdd ``Network`` over a :class:`Model` with ``init``: variables ``{"params": params}``,
+    no BatchNorm, ``train`` ignored (the model's functions are used as given)."""
+
+    model: Model | None = None
+
+    def init(self, key: jax.Array) -> Variables:
+        return {"params": self.model.init(key, jnp.zeros((1, *self.input_shape), jnp.float32))}
+
+    def apply(self, variables: Variables, x: jax.Array, *, train: bool = False) -> tuple[jax.Array, Variables]:
+        return self.model.apply(variables["params"], x), variables
+
+    def logits(self, variables: Variables, x: jax.Array) -> jax.Array:
+        return self.model.apply(variables["params"], x)
+
+    def embed(self, variables: Variables, x: jax.Array, *, train: bool = False) -> jax.Array:
+        if self.model.embed is None:
+            raise ValueError(f"model {self.name!r} has no embed function, and features are needed here (DM, "
+                             "k-Center / Herding): give the Model an embed_fn(params, x) -> features")
+        return self.model.embed(variables["params"], x)
+
+    def batch_statistics(self, variables: Variables, x: jax.Array) -> Variables:
+        return variables
+
+
+def as_network(model: Network | Model | nn.Module | Callable, input_shape: tuple[int, ...],
+               num_classes: int | None = None, *, name: str | None = None) -> Network:
+    """A jaxdd ``Network`` for ``model`` on inputs of ``input_shape`` (one example, e.g. (H, W, C)):
+    a ``Network`` is returned as it is (its shapes checked), anything else goes through
+    :func:`as_model` into a :class:`ModelNetwork` named ``name`` (default: the model's). The class
+    count is read from the logits of ``init`` (checked against ``num_classes`` when given)."""
+    input_shape = tuple(int(d) for d in input_shape)
+    if isinstance(model, Network):
+        if tuple(model.input_shape) != input_shape or (num_classes is not None and model.num_classes != num_classes):
+            raise ValueError(f"network {model.name!r} is built for {model.num_classes} classes of {model.input_shape} "
+                             f"inputs, not {num_classes} of {input_shape}; create it for this data")
+        return model
+    m = as_model(model)
+    x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
+    try:
+        logits = jax.eval_shape(lambda k, x: m.apply(m.init(k, x), x), jax.random.key(0), x)
+    except ValueError:  # ours (e.g. linen_model's state check) and flax's, which name the problem
+        raise
+    except Exception as e:  # other errors of the user's model: name the input shape
+        raise ValueError(f"model {m.name!r} does not run on inputs of shape (batch, {', '.join(map(str, input_shape))})"
+                         f" after init: {type(e).__name__}: {e}") from e
+    if len(logits.shape) != 2 or logits.shape[0] != 1:
+        raise ValueError(f"model {m.name!r} must return logits of shape (batch, classes), got {logits.shape} for one "
+                         "input")
+    if num_classes is not None and logits.shape[1] != num_classes:
+        raise ValueError(f"model {m.name!r} gives {logits.shape[1]} logits per input, the data has {num_classes} "
+                         "classes")
+    return ModelNetwork(name=name or m.name, module=None, input_shape=input_shape, num_classes=int(logits.shape[1]),
+                        model=m)
 
 
 def bind(model: Network | Model | ApplyFn, variables: Any, *, embed_fn: ApplyFn | None = None,
