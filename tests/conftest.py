@@ -95,7 +95,8 @@ def sharding_spy(monkeypatch):
 # the short ones fill in at the end and no worker is left with one long file while the other idles.
 # Order by measured time (slowest first, from ``--durations=0``); other files follow, most tests first.
 SLOWEST_FILES = [
-    "test_notebooks.py", "test_ld3m.py", "test_own_model.py", "test_multiprocess.py", "test_trajectory.py",
+    "test_notebooks.py", "test_ld3m.py", "test_own_model.py", "test_multiprocess.py", "test_sharded_memory.py",
+    "test_own_model_fresh.py", "test_remote_paths.py", "test_trajectory.py",
     "test_distill_driver.py", "test_reference_fidelity.py", "test_difficulty.py", "test_generative_training.py",
     "test_faults.py", "test_distill_methods.py", "test_datm.py", "test_train.py", "test_guidance.py",
     "test_generate_cli.py", "test_distill_losses.py", "test_mtt.py", "test_class_split.py", "test_evaluate.py",
