@@ -99,10 +99,7 @@ def train_classifier(key: jax.Array, ds: Dataset, model: Any = "convnet", config
     (default: the DC protocol's SGD for :data:`DEFAULT_EPOCHS` epochs). ``model``: a network name,
     or an own model that can initialise fresh networks (``jaxdd.models.adapters.as_network``)."""
     config = config or TrainConfig(epochs=DEFAULT_EPOCHS)
-    if isinstance(model, str):
-        net = create_network(model, num_classes=ds.num_classes, input_shape=ds.image_shape)
-    else:
-        net = as_network(model, ds.image_shape, ds.num_classes)
+    net = as_network(model, ds.image_shape, ds.num_classes)
     trainer = Trainer(net, config)
     k_init, k_fit = jax.random.split(key)
     state = trainer.init(k_init, num_models=num_models)

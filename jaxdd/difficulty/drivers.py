@@ -168,10 +168,10 @@ def ensemble_scores(net: Any, x: Any, y: Any, key: jax.Array, *, score: str = "e
     the images of ``x`` with ``jaxdd.models.adapters.as_network``.
     """
     from jaxdd.train import TrainConfig, Trainer, fit, predict_logits
+    from jaxdd.utils.run_loop import RunConfig, run_loop
 
     if not isinstance(net, Network):
         net = as_network(net, np.shape(x)[1:])
-    from jaxdd.utils.run_loop import RunConfig, run_loop
 
     check_score(score)
     _check_xy(net, x, y)

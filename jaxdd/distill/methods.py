@@ -30,8 +30,9 @@ through the network per call (the real gradient / features accumulated over chun
 ``class_batch`` skips the plan. On CPU, where XLA's convolutions run faster on small batches,
 DC/DSA match one class per call (:data:`CPU_CLASS_BATCH`) and all methods send the real images
 through the network 64 at a time (:data:`CPU_REAL_CHUNK`). The plan changes the summation order
-only, not the result. BatchNorm networks follow the reference: before each matching step the running statistics are set by one train-mode
-pass over 16 real images per class, and matching runs in inference mode.
+only, not the result. BatchNorm networks follow the reference: before each matching step the
+running statistics are set by one train-mode pass over 16 real images per class, and matching runs
+in inference mode.
 """
 
 from __future__ import annotations

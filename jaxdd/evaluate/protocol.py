@@ -26,7 +26,6 @@ import numpy as np
 
 from jaxdd.data.distilled import DistilledSet, validate
 from jaxdd.evaluate.presets import Preset, get_preset
-from jaxdd.models import Network, create_network
 from jaxdd.models.adapters import as_network
 from jaxdd.train import Trainer, evaluate_accuracy, fit
 from jaxdd.utils.labels import hard_labels, is_soft
@@ -74,14 +73,6 @@ def _check_lr(lr: Any) -> float:
     return lr
 
 
-def _network(arch: Any, dataset) -> Network:
-    """``arch`` by name (``create_network``), or a ``Network`` / own model that can initialise fresh
-    networks (``jaxdd.models.adapters.as_network``), for ``dataset``'s images and classes."""
-    if isinstance(arch, str):
-        return create_network(arch, num_classes=dataset.num_classes, input_shape=dataset.image_shape)
-    return as_network(arch, dataset.image_shape, dataset.num_classes)
-
-
 def select_lr(x: Any, y: Any, x_val: Any, y_val: Any, dataset, arch: Any, preset: str | Preset, key: jax.Array,
               *, epochs: int | None = None, mesh=None, progress: bool = True) -> tuple[float, dict[float, float]]:
     """Pick the lr of ``preset.lr_grid`` whose model, trained on (x, y), is most accurate on
@@ -91,7 +82,7 @@ def select_lr(x: Any, y: Any, x_val: Any, y_val: Any, dataset, arch: Any, preset
     grid = p.lr_grid or (p.config.lr,)
     cfg = p.train_config(dataset, epochs)
     y, _ = _prepare_labels(y, dataset.num_classes, cfg.soft_labels)
-    net = _network(arch, dataset)
+    net = as_network(arch, dataset.image_shape, dataset.num_classes)
     trainer = Trainer(net, cfg, mesh=mesh)
     k_init, k_train = jax.random.split(key)
     state, _ = fit(trainer, trainer.init(k_init, len(grid)), x, y, k_train, lr=np.asarray(grid, np.float32),
@@ -143,7 +134,7 @@ def evaluate_set(x: Any, y: Any, dataset, arch: Any = "convnet", preset: str | P
         else:
             lr = cfg.lr
     lr = _check_lr(lr)
-    net = _network(arch, dataset)
+    net = as_network(arch, dataset.image_shape, dataset.num_classes)
     trainer = Trainer(net, cfg, mesh=mesh)
     state, _ = fit(trainer, trainer.init(k_init, m), x, y, k_train, lr=lr, progress=progress,
                    desc=f"{net.name} {p.name} ({m} models)")

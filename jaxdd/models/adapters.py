@@ -281,13 +281,20 @@ class ModelNetwork(Network):
         return variables
 
 
-def as_network(model: Network | Model | nn.Module | Callable, input_shape: tuple[int, ...],
+def as_network(model: str | Network | Model | nn.Module | Callable, input_shape: tuple[int, ...],
                num_classes: int | None = None, *, name: str | None = None) -> Network:
     """A jaxdd ``Network`` for ``model`` on inputs of ``input_shape`` (one example, e.g. (H, W, C)):
-    a ``Network`` is returned as it is (its shapes checked), anything else goes through
+    a network name is built with ``jaxdd.models.create_network`` (``num_classes`` required), a
+    ``Network`` is returned as it is (its shapes checked), anything else goes through
     :func:`as_model` into a :class:`ModelNetwork` named ``name`` (default: the model's). The class
     count is read from the logits of ``init`` (checked against ``num_classes`` when given)."""
     input_shape = tuple(int(d) for d in input_shape)
+    if isinstance(model, str):
+        from jaxdd.models.registry import create_network
+
+        if num_classes is None:
+            raise ValueError(f"building network {model!r} by name needs num_classes")
+        return create_network(model, num_classes=num_classes, input_shape=input_shape)
     if isinstance(model, Network):
         if tuple(model.input_shape) != input_shape or (num_classes is not None and model.num_classes != num_classes):
             raise ValueError(f"network {model.name!r} is built for {model.num_classes} classes of {model.input_shape} "
