@@ -30,8 +30,12 @@ def slow_norms(apply_fn, params, x, y):
     def loss(p, xi, yi):
         return optax.softmax_cross_entropy_with_integer_labels(apply_fn(p, xi[None]), yi[None])[0]
 
-    g = jax.vmap(jax.grad(loss), in_axes=(None, 0, 0))(params, x, y)
-    return jnp.sqrt(sum(jnp.sum(jnp.square(a.reshape(a.shape[0], -1)), 1) for a in jax.tree.leaves(g)))
+    @jax.jit  # one compiled program (op by op, every primitive would compile on its own)
+    def norms(params, x, y):
+        g = jax.vmap(jax.grad(loss), in_axes=(None, 0, 0))(params, x, y)
+        return jnp.sqrt(sum(jnp.sum(jnp.square(a.reshape(a.shape[0], -1)), 1) for a in jax.tree.leaves(g)))
+
+    return norms(params, x, y)
 
 
 class LinenNet(nn.Module):
@@ -91,7 +95,7 @@ def test_linen_model_takes_the_fast_path_and_equals_vmap_grad(method):
         x = x.astype(jnp.float64)
         apply_fn = lambda p, x: net.apply({"params": p}, x)  # noqa: E731
         _assert_fast_equals_slow(apply_fn, params, x, y)
-        fast = grad_norms(apply_fn, params, x, y, method=method, chunk_size=2)
+        fast = jax.jit(lambda p, x, y: grad_norms(apply_fn, p, x, y, method=method, chunk_size=2))(params, x, y)
         np.testing.assert_allclose(fast, slow_norms(apply_fn, params, x, y), rtol=1e-10)
         # the adapter's Model, and the whole variables as params (a parameter path one level deeper)
         model, p = from_linen(net, {"params": params})
