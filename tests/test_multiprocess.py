@@ -8,6 +8,7 @@ a 4-seed evaluation through the ``jaxdd`` CLI) in fresh processes with their own
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import socket
@@ -120,8 +121,9 @@ def test_two_processes_with_a_crash_and_resume_match_one_process(tmp_path, tiny_
         _stop(procs)
     assert not (mp / "dm" / "results.json").exists(), "the run finished before the kill; lengthen it"
     assert procs[0].returncode != 0
-    # JAX's coordination service reports the dead peer (heartbeat timeout) and stops the survivor
-    assert "heartbeat timeout" in log0 or "remote task has failed" in log0, log0[-2000:]
+    # JAX's coordination service reports the dead peer and stops the survivor. Its wording depends on
+    # which side notices first: "heartbeat timeout", "stopped sending heartbeats" or "remote task has failed".
+    assert re.search(r"heartbeat|remote task has failed", log0), log0[-2000:]
     assert waited < HEARTBEAT + 60
     # the last committed checkpoint is intact: listed, and its record (leaf checksums) readable
     with Checkpointer(ckpt_dir) as ck:
