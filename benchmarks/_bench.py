@@ -40,3 +40,45 @@ def time_compiled(fn, args: tuple, repeats: int) -> dict:
         times.append(time.perf_counter() - t)
     return {"compile_s": round(compile_s, 2), "s_per_it": round(float(np.median(times)), 4),
             "times": [round(v, 4) for v in times], "memory_mb": megabytes(compiled_memory_bytes(compiled))}
+
+
+def op_times(compiled, args: tuple, top: int = 20, runs: int = 1) -> list[dict]:
+    """Where a compiled program's time goes, per XLA instruction: run ``compiled(*args)`` ``runs``
+    times under ``jax.profiler.trace`` (Perfetto trace), match the trace's thunk events to the
+    instructions of the optimized HLO (``compiled.as_text()``), and return the ``top`` instructions by
+    time: instruction, its JAX op name (``metadata.op_name``, "transpose(...)" marks the backward
+    pass), output shape, ms per run and share of all matched events. On XLA:CPU every fusion, library
+    call (``ynn_fusion``: YNNPACK) and loop (``while``: its body's instructions are listed too, so
+    shares overlap) is one event; instructions that run concurrently are summed, so shares are of
+    thread time, not of wall time."""
+    import collections
+    import glob
+    import gzip
+    import json
+    import re
+    import tempfile
+
+    hlo = compiled.as_text()
+    info = {m.group(1): (m.group(2).split("{")[0], m.group(3)) for m in
+            re.finditer(r'^\s*(?:ROOT )?%(\S+) = (\S+) .*?op_name="([^"]*)"', hlo, re.M)}
+    jax.block_until_ready(compiled(*args))  # warm
+    with tempfile.TemporaryDirectory() as d:
+        with jax.profiler.trace(d, create_perfetto_trace=True):
+            for _ in range(runs):
+                jax.block_until_ready(compiled(*args))
+        (path,) = glob.glob(f"{d}/**/perfetto_trace.json.gz", recursive=True)
+        trace = json.load(gzip.open(path))
+    events = trace["traceEvents"] if isinstance(trace, dict) else trace
+    total_us = collections.Counter()
+    for e in events:
+        if e.get("ph") == "X" and e.get("name") in info:
+            total_us[e["name"]] += e.get("dur", 0)
+    loops = sum(t for n, t in total_us.items() if n.startswith("while"))
+    matched = sum(total_us.values()) - loops  # a loop's body instructions are events of their own
+    rows = []
+    for name, us in total_us.most_common(top):
+        shape, op = info[name]
+        op = re.sub(r"jit\([^)]*\)/|closed_call/|while/body/", "", op)
+        rows.append({"instruction": name, "op": op[-90:], "shape": shape, "ms": round(us / 1e3 / runs, 2),
+                     "share": round(us / matched, 3) if matched else None})
+    return rows

@@ -1,7 +1,7 @@
 """Where a DC / DSA iteration spends its time: the parts of one outer step, timed separately.
 
     python benchmarks/dc_profile.py [--dataset fashion_mnist] [--method dc] [--ipc 10] [--epochs 5]
-                                    [--rounds 2] [--baseline] --out dc_profile.json
+                                    [--rounds 2] [--baseline] [--ops N] --out dc_profile.json
 
 Parts, each its own compiled program (compile excluded), timed in alternating rounds in one
 process (wall and process CPU time, ``resource.getrusage``):
@@ -16,7 +16,9 @@ process (wall and process CPU time, ``resource.getrusage``):
 ``estimate_s`` extrapolates one iteration at the authors' loops: ``outer x match + (outer - 1) x
 inner_loop x inner-epoch`` (CPU seconds and wall seconds). ``--baseline`` also times every part
 with the convolution JVP of session 6 (input-gradient convolution in XLA's transposed layout),
-alternating with the current one, to measure the change.
+alternating with the current one, to measure the change. ``--ops N`` lists each part's N most
+expensive XLA instructions (``_bench.op_times``: a profiler trace of one run matched to the optimized
+HLO), to see which layer and pass the time goes to.
 """
 
 from __future__ import annotations
@@ -78,6 +80,8 @@ def main(argv=None) -> int:
     p.add_argument("--baseline", action="store_true", help="also time the session-6 convolution JVP (A/B)")
     p.add_argument("--plans", default=None, metavar="K:R,...",
                    help="time 'match' with these (class batch, real chunk; 0 = all at once) instead of the memory plan")
+    p.add_argument("--ops", type=int, default=0, metavar="N",
+                   help="also list each part's N most expensive XLA instructions (a profiler trace of one run)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
 
@@ -150,13 +154,22 @@ def main(argv=None) -> int:
                          "compile_s": None, "wall_s": round(cfg.outer_loop * m["wall_s"] + n_inner * i["wall_s"], 1),
                          "cpu_s": round(cfg.outer_loop * m["cpu_s"] + n_inner * i["cpu_s"], 1)})
     load_after = os.getloadavg()[0]
+    ops = {}
+    if args.ops:
+        from _bench import op_times
+
+        for (name, var), r in compiled.items():
+            ops[f"{name} ({var})"] = op_times(r["c"], r["args"], top=args.ops)
+            print(f"\n{name} ({var}): the {args.ops} most expensive XLA instructions of one run")
+            print(format_table(ops[f"{name} ({var})"]))
     print(format_table(rows))
     print(f"plan {plan}; load average (1 min) {load_before:.1f} before, {load_after:.1f} after; {os.cpu_count()} CPUs")
     if args.out:
         write_json(args.out, {"benchmark": "dc_profile", "command": " ".join(["python", "benchmarks/dc_profile.py",
                                                                               *sys.argv[1:]]),
                               "method": args.method, "ipc": args.ipc, "loops": [cfg.outer_loop, cfg.inner_loop],
-                              "plan": list(plan), "rows": rows, "load_before": load_before, "load_after": load_after,
+                              "plan": list(plan), "rows": rows, "ops": ops, "load_before": load_before,
+                              "load_after": load_after,
                               "cpus": os.cpu_count(), "jax": jax.__version__, "backend": jax.default_backend()})
     return 0
 
