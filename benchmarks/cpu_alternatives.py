@@ -3,6 +3,7 @@
     python benchmarks/cpu_alternatives.py winograd     # a 3x3 convolution as Winograd F(2x2, 3x3)
     python benchmarks/cpu_alternatives.py norm-form    # instance norm written without GroupNorm's grouping
     python benchmarks/cpu_alternatives.py xla-flags    # XLA:CPU library flags on DC's inner epoch
+    python benchmarks/cpu_alternatives.py peak         # this backend's matmul / convolution GFLOP/s
 
 ``winograd``: ConvNet's 128->128 3x3 convolution on 100 x 16 x 16 (DC's inner epoch, layer 2) as
 ``A^T [(G g G^T) * (B^T d B)] A`` (Lavin & Gray, 2016), 2.25x fewer multiplications, written in
@@ -57,6 +58,17 @@ def winograd_conv3x3(x, k):
     r = [m[0] + m[1] + m[2], m[1] - m[2] - m[3]]  # A^T M (rows), then columns
     y = jnp.stack([jnp.stack([q[0] + q[1] + q[2], q[1] - q[2] - q[3]], 3) for q in r], 2)
     return y.reshape(n, h, w, -1)
+
+
+def peak() -> None:
+    """GFLOP/s of a large matmul and of ConvNet's layer-2 convolution alone (the reachable rates)."""
+    a, b = jnp.ones((1152, 25600)), jnp.ones((25600, 128))
+    ms = _median_ms(lambda a, b: a @ b, a, b)
+    print(f"matmul 1152x25600x128: {ms:.1f} ms, {2 * 1152 * 25600 * 128 / ms / 1e6:.0f} GFLOP/s")
+    x, k = jnp.ones((100, 16, 16, 128)), jnp.ones((3, 3, 128, 128))
+    ms = _median_ms(lambda x, k: jax.lax.conv_general_dilated(x, k, (1, 1), ((1, 1), (1, 1)),
+                                                              dimension_numbers=("NHWC", "HWIO", "NHWC")), x, k)
+    print(f"convolution 100x16x16, 128->128, 3x3: {ms:.1f} ms, {2 * 100 * 256 * 9 * 128 * 128 / ms / 1e6:.0f} GFLOP/s")
 
 
 def winograd() -> None:
@@ -138,10 +150,10 @@ def xla_flags(data_dir: str | None) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("what", choices=("winograd", "norm-form", "xla-flags"))
+    p.add_argument("what", choices=("winograd", "norm-form", "xla-flags", "peak"))
     p.add_argument("--data-dir", default=None)
     args = p.parse_args(argv)
-    {"winograd": lambda: winograd(), "norm-form": lambda: norm_form(args.data_dir),
+    {"peak": peak, "winograd": winograd, "norm-form": lambda: norm_form(args.data_dir),
      "xla-flags": lambda: xla_flags(args.data_dir)}[args.what]()
     return 0
 
