@@ -29,10 +29,16 @@ HEARTBEAT = 10  # seconds after which the survivors of a dead process are told (
 COLLECTIVE_WAIT = 300  # seconds a device may wait at a collective for the other process (XLA's default: 40)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
+def _reserve_port() -> socket.socket:
+    """A free localhost port, held until the returned socket is closed. Bound with SO_REUSEPORT and
+    not listening: the coordinator service (gRPC, which sets SO_REUSEPORT) binds the same port and
+    receives every connection, while nothing else can take the port in between. Closing a probe
+    socket and passing on its number left that gap open to any process picking a port meanwhile
+    (the other pytest worker's Jupyter kernels, any outgoing connection)."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind(("localhost", 0))
+    return s
 
 
 def _start(out: Path, dataset: str, phases: str, processes: int, devices_per_process: int,
@@ -43,7 +49,8 @@ def _start(out: Path, dataset: str, phases: str, processes: int, devices_per_pro
     env = {**os.environ, "JAXDD_HEARTBEAT_TIMEOUT": str(HEARTBEAT), "JAX_PLATFORMS": "cpu",
            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices_per_process} "
                         f"--xla_backend_optimization_level=0 {cpu_collective_timeout_flags(COLLECTIVE_WAIT)}"}
-    port = _free_port()
+    reservation = _reserve_port()
+    port = reservation.getsockname()[1]
     procs = []
     for i in range(processes):
         dist = [] if processes == 1 else ["--coordinator", f"localhost:{port}", "--num-processes", str(processes),
@@ -51,6 +58,7 @@ def _start(out: Path, dataset: str, phases: str, processes: int, devices_per_pro
         procs.append(subprocess.Popen([sys.executable, str(WORKER), str(out), dataset, phases, *extra, *dist],
                                       env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                       start_new_session=True))
+    procs[0].port_reservation = reservation  # closed by _release once the processes have ended
     return procs
 
 
@@ -64,6 +72,12 @@ def _stop(procs: list[subprocess.Popen]) -> None:
                 pass
     for p in procs:
         p.communicate()
+    _release(procs)
+
+
+def _release(procs: list[subprocess.Popen]) -> None:
+    """Close the port reservation of a launch whose processes have ended."""
+    procs[0].port_reservation.close()
 
 
 def _run(out: Path, dataset: str, phases: str, processes: int, devices_per_process: int, extra=()) -> None:
@@ -73,6 +87,7 @@ def _run(out: Path, dataset: str, phases: str, processes: int, devices_per_proce
     except subprocess.TimeoutExpired:
         _stop(procs)
         pytest.fail(f"{processes} x {devices_per_process} run of {phases} did not finish in {TIMEOUT} s")
+    _release(procs)
     for p, log in zip(procs, logs):
         assert p.returncode == 0, log[-3000:]
 
@@ -104,10 +119,12 @@ def _accuracies(ev) -> np.ndarray:
 
 
 def test_two_processes_with_a_crash_and_resume_match_one_process(tmp_path, tiny_npz):
-    # 1. 2 processes x 2 devices distil; process 1 is killed right after the checkpoint of step 2.
+    # 1. 2 processes x 2 devices distil; process 1 is killed right after the checkpoint of step 2
+    # (it waits there to be killed: on a loaded machine this test could otherwise see the step only
+    # after the run had finished)
     mp = tmp_path / "2x2"
     ckpt_dir = mp / "dm" / "checkpoints"
-    procs = _start(mp, tiny_npz, "distill", 2, 2)
+    procs = _start(mp, tiny_npz, "distill", 2, 2, ["--hang-after-checkpoint", "2"])
     try:
         deadline = time.time() + TIMEOUT
         while not (ckpt_dir / "2").is_dir():
