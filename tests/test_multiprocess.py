@@ -29,10 +29,16 @@ HEARTBEAT = 10  # seconds after which the survivors of a dead process are told (
 COLLECTIVE_WAIT = 300  # seconds a device may wait at a collective for the other process (XLA's default: 40)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
+def _reserve_port() -> socket.socket:
+    """A free localhost port, held until the returned socket is closed. Bound with SO_REUSEPORT and
+    not listening: the coordinator service (gRPC, which sets SO_REUSEPORT) binds the same port and
+    receives every connection, while nothing else can take the port in between. Closing a probe
+    socket and passing on its number left that gap open to any process picking a port meanwhile
+    (the other pytest worker's Jupyter kernels, any outgoing connection)."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind(("localhost", 0))
+    return s
 
 
 def _start(out: Path, dataset: str, phases: str, processes: int, devices_per_process: int,
@@ -43,7 +49,8 @@ def _start(out: Path, dataset: str, phases: str, processes: int, devices_per_pro
     env = {**os.environ, "JAXDD_HEARTBEAT_TIMEOUT": str(HEARTBEAT), "JAX_PLATFORMS": "cpu",
            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices_per_process} "
                         f"--xla_backend_optimization_level=0 {cpu_collective_timeout_flags(COLLECTIVE_WAIT)}"}
-    port = _free_port()
+    reservation = _reserve_port()
+    port = reservation.getsockname()[1]
     procs = []
     for i in range(processes):
         dist = [] if processes == 1 else ["--coordinator", f"localhost:{port}", "--num-processes", str(processes),
@@ -51,6 +58,7 @@ def _start(out: Path, dataset: str, phases: str, processes: int, devices_per_pro
         procs.append(subprocess.Popen([sys.executable, str(WORKER), str(out), dataset, phases, *extra, *dist],
                                       env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                       start_new_session=True))
+    procs[0].port_reservation = reservation  # closed by _release once the processes have ended
     return procs
 
 
@@ -64,15 +72,22 @@ def _stop(procs: list[subprocess.Popen]) -> None:
                 pass
     for p in procs:
         p.communicate()
+    _release(procs)
 
 
-def _run(out: Path, dataset: str, phases: str, processes: int, devices_per_process: int, extra=()) -> None:
-    procs = _start(out, dataset, phases, processes, devices_per_process, list(extra))
+def _release(procs: list[subprocess.Popen]) -> None:
+    """Close the port reservation of a launch whose processes have ended."""
+    procs[0].port_reservation.close()
+
+
+def _wait(procs: list[subprocess.Popen], what: str) -> None:
+    """Wait for the processes of one launch (``what`` names it); each must exit with status 0."""
     try:
         logs = [p.communicate(timeout=TIMEOUT)[0] for p in procs]
     except subprocess.TimeoutExpired:
         _stop(procs)
-        pytest.fail(f"{processes} x {devices_per_process} run of {phases} did not finish in {TIMEOUT} s")
+        pytest.fail(f"{what} did not finish in {TIMEOUT} s")
+    _release(procs)
     for p, log in zip(procs, logs):
         assert p.returncode == 0, log[-3000:]
 
@@ -104,41 +119,52 @@ def _accuracies(ev) -> np.ndarray:
 
 
 def test_two_processes_with_a_crash_and_resume_match_one_process(tmp_path, tiny_npz):
-    # 1. 2 processes x 2 devices distil; process 1 is killed right after the checkpoint of step 2.
+    # 1. 2 processes x 2 devices distil; process 1 is killed right after the checkpoint of step 2
+    # (it waits there to be killed: on a loaded machine this test could otherwise see the step only
+    # after the run had finished)
     mp = tmp_path / "2x2"
     ckpt_dir = mp / "dm" / "checkpoints"
-    procs = _start(mp, tiny_npz, "distill", 2, 2)
+    procs = _start(mp, tiny_npz, "distill", 2, 2, ["--hang-after-checkpoint", "2"])
+    refs = []
     try:
-        deadline = time.time() + TIMEOUT
-        while not (ckpt_dir / "2").is_dir():
-            assert time.time() < deadline and procs[0].poll() is None, "no checkpoint of step 2 appeared"
-            time.sleep(0.1)
-        procs[1].kill()
-        killed_at = time.time()
-        log0 = procs[0].communicate(timeout=HEARTBEAT + 60)[0]  # the survivor must stop, not hang
-        waited = time.time() - killed_at
+        try:
+            deadline = time.time() + TIMEOUT
+            while not (ckpt_dir / "2").is_dir():
+                assert time.time() < deadline and procs[0].poll() is None, "no checkpoint of step 2 appeared"
+                time.sleep(0.1)
+            procs[1].kill()
+            killed_at = time.time()
+            # the uninterrupted runs of step 3 start now: independent processes in their own folders,
+            # they fill the survivor's idle wait for the heartbeat timeout
+            refs = [_start(tmp_path / "1x4", tiny_npz, "distill,score,eval", 1, 4, ["--devices", "4"]),
+                    _start(tmp_path / "1x1", tiny_npz, "distill,score,eval", 1, 1)]
+            log0 = procs[0].communicate(timeout=HEARTBEAT + 60)[0]  # the survivor must stop, not hang
+            waited = time.time() - killed_at
+        finally:
+            _stop(procs)
+        assert not (mp / "dm" / "results.json").exists(), "the run finished before the kill; lengthen it"
+        assert procs[0].returncode != 0
+        # JAX's coordination service reports the dead peer and stops the survivor. Its wording depends on
+        # which side notices first: "heartbeat timeout", "stopped sending heartbeats" or "remote task has failed".
+        assert re.search(r"heartbeat|remote task has failed", log0), log0[-2000:]
+        assert waited < HEARTBEAT + 60
+        # the last committed checkpoint is intact: listed, and its record (leaf checksums) readable
+        with Checkpointer(ckpt_dir) as ck:
+            assert 2 in ck.all_steps()
+            info = ck.describe()
+        assert info["step"] >= 2 and info["leaves"]
+
+        # 2. the same 2 x 2 job resumes from it, then scores and evaluates
+        _wait(_start(mp, tiny_npz, "distill,score,eval", 2, 2, ["--resume"]), "the resumed 2 x 2 run")
+        history = json.loads((mp / "dm" / "history.json").read_text())
+        assert history  # the resumed run completed and wrote its history once (the primary)
+
+        # 3. the same work uninterrupted on 1 process x 4 devices and on 1 process x 1 device
+        _wait(refs[0], "the 1 x 4 run")
+        _wait(refs[1], "the 1 x 1 run")
     finally:
-        _stop(procs)
-    assert not (mp / "dm" / "results.json").exists(), "the run finished before the kill; lengthen it"
-    assert procs[0].returncode != 0
-    # JAX's coordination service reports the dead peer and stops the survivor. Its wording depends on
-    # which side notices first: "heartbeat timeout", "stopped sending heartbeats" or "remote task has failed".
-    assert re.search(r"heartbeat|remote task has failed", log0), log0[-2000:]
-    assert waited < HEARTBEAT + 60
-    # the last committed checkpoint is intact: listed, and its record (leaf checksums) readable
-    with Checkpointer(ckpt_dir) as ck:
-        assert 2 in ck.all_steps()
-        info = ck.describe()
-    assert info["step"] >= 2 and info["leaves"]
-
-    # 2. the same 2 x 2 job resumes from it, then scores and evaluates
-    _run(mp, tiny_npz, "distill,score,eval", 2, 2, ["--resume"])
-    history = json.loads((mp / "dm" / "history.json").read_text())
-    assert history  # the resumed run completed and wrote its history once (the primary)
-
-    # 3. the same work uninterrupted on 1 process x 4 devices and on 1 process x 1 device
-    _run(tmp_path / "1x4", tiny_npz, "distill,score,eval", 1, 4, ["--devices", "4"])
-    _run(tmp_path / "1x1", tiny_npz, "distill,score,eval", 1, 1)
+        for r in refs:
+            _stop(r)
     got, four, one = _results(mp), _results(tmp_path / "1x4"), _results(tmp_path / "1x1")
     for ref in (four, one):
         np.testing.assert_array_equal(got["labels"], ref["labels"])

@@ -53,7 +53,10 @@ def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch, compile_cache: s
     book = nbformat.read(path, as_version=4)
     km = KernelManager(kernel_name="python3")
     km.kernel_spec.argv[0] = sys.executable  # this interpreter (the suite's environment), whatever is on PATH
-    client = NotebookClient(book, km=km, timeout=600, resources={"metadata": {"path": str(tmp_path)}})
+    # timeouts for a loaded 2-core CI machine: 600 s a cell, 300 s for the kernel to start (nbclient's
+    # default 60 s counts a fresh interpreter importing ipykernel beside the other pytest worker)
+    client = NotebookClient(book, km=km, timeout=600, startup_timeout=300,
+                            resources={"metadata": {"path": str(tmp_path)}})
     try:
         client.execute()  # raises CellExecutionError naming the cell on the first error
     finally:

@@ -161,16 +161,23 @@ def test_losses_and_scores_with_plain_functions_equal_the_network(jaxdd_net):
     x, y = _batch((8, 8, 1), n=6)
     close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)  # noqa: E731
 
-    close(grad_norms(apply_fn, params, x, y), grad_norms(net, variables, x, y))
+    # every computation jitted, both sides alike: op by op, each primitive of these first- and
+    # second-order programs compiles on its own (the same float32 operations either way)
+    jit = lambda f, *args: jax.jit(f)(*args)  # noqa: E731
+
+    close(jit(lambda x, y: grad_norms(apply_fn, params, x, y), x, y),
+          jit(lambda x, y: grad_norms(net, variables, x, y), x, y))
     for mode in ("mean", "batch"):
-        close(sdc_penalty(apply_fn, params, x, y, mode), sdc_penalty(net, variables, x, y, mode))
+        close(jit(lambda x, y: sdc_penalty(apply_fn, params, x, y, mode), x, y),
+              jit(lambda x, y: sdc_penalty(net, variables, x, y, mode), x, y))
     xr, xs = x.reshape(3, 2, 8, 8, 1), x[:3].reshape(3, 1, 8, 8, 1) * 0.5
     w = jnp.array([[1.0, 2.0], [0.5, 1.0], [1.0, 1.0]])
-    close(L.distribution_match_loss(apply_fn, params, xr, xs, w, embed_fn=embed_fn, real_chunk=2),
-          L.distribution_match_loss(net, variables, xr, xs, w))
-    dm_grad = jax.grad(lambda s: L.distribution_match_loss(Model(apply_fn, embed_fn), params, xr, s))(xs)
-    close(dm_grad, jax.grad(lambda s: L.distribution_match_loss(net, variables, xr, s))(xs))
-    dc = lambda m, v: jax.grad(lambda s: L.gradient_match_loss(m, v, xr, s, real_weights=w))(xs)  # noqa: E731
+    close(jit(lambda xr, xs: L.distribution_match_loss(apply_fn, params, xr, xs, w, embed_fn=embed_fn, real_chunk=2),
+              xr, xs),
+          jit(lambda xr, xs: L.distribution_match_loss(net, variables, xr, xs, w), xr, xs))
+    dm_grad = jit(jax.grad(lambda s: L.distribution_match_loss(Model(apply_fn, embed_fn), params, xr, s)), xs)
+    close(dm_grad, jit(jax.grad(lambda s: L.distribution_match_loss(net, variables, xr, s)), xs))
+    dc = lambda m, v: jit(jax.grad(lambda s: L.gradient_match_loss(m, v, xr, s, real_weights=w)), xs)  # noqa: E731
     close(dc(apply_fn, params), dc(net, variables))
     for score in ("grand", "grand-last", "el2n", "loss", "confidence", "misclass"):
         close(D.score_models(apply_fn, params, np.asarray(x), np.asarray(y), score, progress=False),
@@ -179,14 +186,14 @@ def test_losses_and_scores_with_plain_functions_equal_the_network(jaxdd_net):
     # mode, as convnet-d1 has no BatchNorm)
     target = jax.tree.map(lambda a: a * 0.9, params)
     kw = dict(syn_steps=3, batch_syn=3, sdc=0.1)
-    got, _ = trajectory_loss(apply_fn, x, y, 0.01, params, target, jax.random.key(2), **kw)
-    want, _ = trajectory_loss(net, x, y, 0.01, params, target, jax.random.key(2), **kw)
+    got = jit(lambda x, y: trajectory_loss(apply_fn, x, y, 0.01, params, target, jax.random.key(2), **kw)[0], x, y)
+    want = jit(lambda x, y: trajectory_loss(net, x, y, 0.01, params, target, jax.random.key(2), **kw)[0], x, y)
     close(got, want)
     # the adapters give the same functions
     m, p = from_network(net, variables)
-    close(m.embed(p, x), net.embed(variables, x))
+    close(jit(lambda x: m.embed(p, x), x), jit(lambda x: net.embed(variables, x), x))
     m, p = from_linen(net.module, variables, embed="embed", train=False)
-    close(m.apply(p, x), net.logits(variables, x))
+    close(jit(lambda x: m.apply(p, x), x), jit(lambda x: net.logits(variables, x), x))
     with pytest.raises(ValueError, match="needs features: pass embed_fn"):
         L.distribution_match_loss(apply_fn, params, xr, xs)
 
