@@ -178,6 +178,14 @@ def _normalized_input(module: nn.Module, args, kwargs) -> jax.Array:
     return bare.apply(others, *args, **kwargs)
 
 
+def _affine(x_hat: jax.Array, own: dict, dtype) -> jax.Array:
+    """``x̂·scale + bias`` of a normalisation layer with parameters ``own`` (trailing feature axes),
+    cast to the layer's ``dtype`` if it sets one."""
+    out = x_hat * own["scale"] if "scale" in own else x_hat
+    out = out + own["bias"] if "bias" in own else out
+    return out if dtype is None else out.astype(dtype)
+
+
 def _nnx_classify(module, args):
     """(kind, config) for a standard ``flax.nnx`` ``Linear`` / 2-D ``Conv`` call, else None."""
     from flax import nnx
@@ -231,8 +239,8 @@ def _traced_apply(apply: ApplyFn, params: Any, x: jax.Array, perturb: dict | Non
 
     Returns ``(logits, calls, records, outputs)``: ``calls`` the static layer descriptions in call
     order, ``records[key]`` the layer input (conv/dense) or normalised input ``x̂`` (norm),
-    ``outputs[key]`` the layer output. A layer counts as recognised only when each of its
-    parameters is a leaf of ``params`` (matched by identity).
+    ``outputs[key]`` the layer output (a norm layer's as ``x̂·scale + bias``). A layer counts as
+    recognised only when each of its parameters is a leaf of ``params`` (matched by identity).
     """
     calls: list[_Call] = []
     records: dict[str, jax.Array] = {}
@@ -253,7 +261,6 @@ def _traced_apply(apply: ApplyFn, params: Any, x: jax.Array, perturb: dict | Non
         n = counts.get(path, 0)
         counts[path] = n + 1
         key = "/".join(path) + f"#{n}"
-        out = call(*args, **kwargs)
         kind, config = found
         calls.append(_Call(key=key, path=path, kind=kind, params=owned, config=config, leaves=leaves))
         if kind == "norm":
@@ -262,7 +269,11 @@ def _traced_apply(apply: ApplyFn, params: Any, x: jax.Array, perturb: dict | Non
                 records[key] = _normalized_input(module, args, kwargs)
             finally:
                 busy[0] = False
+            # the layer's output as x̂·scale + bias from the recorded x̂ (the layer's own formula up to
+            # rounding), so that the normalisation is computed, and differentiated, once
+            out = _affine(records[key], own, module.dtype)
         else:
+            out = call(*args, **kwargs)
             records[key] = args[0]
         if perturb is not None:
             out = out + perturb[key]
