@@ -403,9 +403,10 @@ def _conv_weight_grads(a, g, kernel_size, strides, padding) -> jax.Array:
 # Measured on XLA CPU (benchmarks/difficulty.py): per-offset batched matmuls beat im2col for wide
 # inputs, im2col (one matmul with K = kh·kw·Cin) wins for narrow ones, and the Gram form only pays
 # off when it needs several times fewer multiply-adds (its P×P products run less efficiently):
-# 4x with the im2col patch Gram; 2x with the pixel Gram (``benchmarks/sdc_overhead.py --conv-forms``:
-# at 2.2x fewer multiply-adds, a 16x16 128->128 conv, the norms cost the same as the direct form's and
-# their gradient 1.6x less; at 1.05x the direct form's norms are 1.6x faster).
+# 4x with the im2col patch Gram; 2x with the pixel Gram (``benchmarks/sdc_overhead.py --conv-forms``,
+# batch 100: at 2.2x fewer multiply-adds, a 16x16 128->128 conv, the norms cost the same CPU time as
+# the direct form's and their gradient 1.6-1.8x less; at 1.05x, 16x16 64->64, the direct form is
+# 1.5x (gradient) to 3x (value) faster).
 _NARROW_CIN = 16
 _GHOST_ADVANTAGE = {"patches": 4.0, "pixels": 2.0}
 
