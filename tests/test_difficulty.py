@@ -237,3 +237,62 @@ def test_norm_layer_kinds_layernorm():
     v = {"params": jax.tree.map(lambda a: a + 0.1 * jax.random.normal(jax.random.key(7), a.shape), v["params"])}
     x, y = batch((5, 5, 2), 4, 3)
     assert_same_per_param(fast_sq(net, v, x, y), ref_sq_by_param(net, v, x, y))
+
+
+@pytest.mark.parametrize("strides,padding,ksize", [((1, 1), ((1, 1), (1, 1)), (3, 3)),
+                                                    ((2, 1), ((0, 2), (1, 0)), (2, 3)),
+                                                    ((2, 2), ((2, 2), (2, 2)), (3, 3))])
+def test_patch_gram_forms_equal_the_im2col_gram(strides, padding, ksize):
+    """Both forms of a conv's patch Gram (im2col patches, shifted pixel Gram) against the Gram of
+    lax.conv_general_dilated_patches, in float64 (agreement to ~1e-12, far below any form's error)."""
+    with jax.enable_x64(True):
+        a = jax.random.normal(jax.random.key(0), (2, 7, 6, 3), jnp.float64)
+        pat = jax.lax.conv_general_dilated_patches(a, ksize, strides, padding,
+                                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        out_hw = pat.shape[1:3]
+        pat = pat.reshape(2, -1, pat.shape[-1])
+        want = np.einsum("bpk,bqk->bpq", np.asarray(pat), np.asarray(pat))
+        for form in ("patches", "pixels"):
+            got = G._patch_gram(a, ksize, strides, padding, out_hw, form)
+            assert got.dtype == jnp.float64
+            np.testing.assert_allclose(np.asarray(got), want, rtol=1e-12, atol=1e-12, err_msg=form)
+
+
+class _SmallMaps(nn.Module):
+    """Convs on small feature maps with many channels, where the pixel-Gram form of the norms is the
+    cheapest, after a strided conv where the im2col patch Gram is."""
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = nn.relu(Conv(16, strides=(2, 2), padding=1)(x))           # 8x8x4 -> 4x4: direct / patches
+        x = nn.relu(Norm("instancenorm")(Conv(16, padding=1)(x)))     # 4x4x16: pixels
+        x = nn.avg_pool(x, (2, 2), strides=(2, 2))
+        x = nn.relu(Conv(12, padding=1)(x))                            # 2x2x16: pixels
+        return Dense(3)(x.reshape(x.shape[0], -1))
+
+
+def test_pixel_gram_norms_and_their_image_gradient_match_vmap_grad(monkeypatch):
+    """The Gram form with the pixel Gram (what auto picks for two of these layers, checked): per-example
+    norms and the SDC image gradient through them equal vmap(grad)'s, in float64."""
+    from jaxdd.difficulty.sdc import per_example_grad_norms
+
+    forms = []
+    patch_gram = G._patch_gram
+    monkeypatch.setattr(G, "_patch_gram", lambda *a: forms.append(a[-1]) or patch_gram(*a))
+    net = Network("small-maps", _SmallMaps(), (8, 8, 4), 3)
+    with jax.enable_x64(True):
+        v = jax.tree.map(lambda t: t.astype(jnp.float64), net.init(jax.random.key(0)))
+        x, y = batch((8, 8, 4), 4, 3)
+        x = x.astype(jnp.float64)
+        for method, want in (("auto", ["pixels", "pixels"]), ("ghost", ["patches", "pixels", "pixels"])):
+            forms.clear()
+            norms = jax.jit(lambda xx: G.grad_norms(net, v, xx, y, method=method))(x)
+            assert forms == want  # the forms used while tracing
+            np.testing.assert_allclose(np.asarray(norms), loop_norms(net, v, x, y), rtol=1e-10)
+        forms.clear()
+        # jitted: op by op, every primitive of these second-order programs compiles on its own
+        fast = jax.jit(jax.grad(lambda xx: jnp.mean(per_example_grad_norms(net, v, xx, y))))(x)
+        slow = jax.jit(jax.grad(lambda xx: jnp.mean(G.grand_reference(net, v, xx, y))))(x)
+        assert forms == ["pixels", "pixels"]
+        assert fast.dtype == jnp.float64
+        np.testing.assert_allclose(np.asarray(fast), np.asarray(slow), rtol=1e-9, atol=1e-12)

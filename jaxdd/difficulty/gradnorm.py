@@ -11,7 +11,9 @@ output gradient ``g_i = ∂ℓ_i/∂y_i`` (Goodfellow, 2015; Rochette et al., 20
 * ``Dense`` on sequences and ``Conv`` (positions ``p``, im2col patches ``a_p``):
   ``∇W_i = Σ_p a_p g_pᵀ``; either formed directly (per kernel offset, a batched matmul,
   cost P·K·O) or by the Gram ("ghost") identity ``||∇W_i||² = Σ_{p,q} (a_p·a_q)(g_p·g_q)``
-  (cost P²·(K+O)); the cheaper one is chosen per layer. ``||∇b_i||² = ||Σ_p g_p||²``.
+  (cost P²·(K+O); for a conv, the patch Gram ``a_p·a_q`` also as the sum over kernel offsets d of
+  the shifted pixel Gram ``ã_{p+d}·ã_{q+d}``, cost N²·Cin + kh·kw·P² for N input pixels); the
+  cheaper one is chosen per layer. ``||∇b_i||² = ||Σ_p g_p||²``.
 * ``GroupNorm`` / ``LayerNorm`` / ``BatchNorm`` (inference statistics) with affine
   ``y = x̂·s + b``: ``∇s_i = Σ_p g_p ⊙ x̂_p``, ``∇b_i = Σ_p g_p`` over the positions p outside the
   affine's (trailing) feature axes: channels for GroupNorm/BatchNorm, and none for a LayerNorm whose
@@ -176,6 +178,14 @@ def _normalized_input(module: nn.Module, args, kwargs) -> jax.Array:
     return bare.apply(others, *args, **kwargs)
 
 
+def _affine(x_hat: jax.Array, own: dict, dtype) -> jax.Array:
+    """``x̂·scale + bias`` of a normalisation layer with parameters ``own`` (trailing feature axes),
+    cast to the layer's ``dtype`` if it sets one."""
+    out = x_hat * own["scale"] if "scale" in own else x_hat
+    out = out + own["bias"] if "bias" in own else out
+    return out if dtype is None else out.astype(dtype)
+
+
 def _nnx_classify(module, args):
     """(kind, config) for a standard ``flax.nnx`` ``Linear`` / 2-D ``Conv`` call, else None."""
     from flax import nnx
@@ -229,8 +239,8 @@ def _traced_apply(apply: ApplyFn, params: Any, x: jax.Array, perturb: dict | Non
 
     Returns ``(logits, calls, records, outputs)``: ``calls`` the static layer descriptions in call
     order, ``records[key]`` the layer input (conv/dense) or normalised input ``x̂`` (norm),
-    ``outputs[key]`` the layer output. A layer counts as recognised only when each of its
-    parameters is a leaf of ``params`` (matched by identity).
+    ``outputs[key]`` the layer output (a norm layer's as ``x̂·scale + bias``). A layer counts as
+    recognised only when each of its parameters is a leaf of ``params`` (matched by identity).
     """
     calls: list[_Call] = []
     records: dict[str, jax.Array] = {}
@@ -251,7 +261,6 @@ def _traced_apply(apply: ApplyFn, params: Any, x: jax.Array, perturb: dict | Non
         n = counts.get(path, 0)
         counts[path] = n + 1
         key = "/".join(path) + f"#{n}"
-        out = call(*args, **kwargs)
         kind, config = found
         calls.append(_Call(key=key, path=path, kind=kind, params=owned, config=config, leaves=leaves))
         if kind == "norm":
@@ -260,7 +269,11 @@ def _traced_apply(apply: ApplyFn, params: Any, x: jax.Array, perturb: dict | Non
                 records[key] = _normalized_input(module, args, kwargs)
             finally:
                 busy[0] = False
+            # the layer's output as x̂·scale + bias from the recorded x̂ (the layer's own formula up to
+            # rounding), so that the normalisation is computed, and differentiated, once
+            out = _affine(records[key], own, module.dtype)
         else:
+            out = call(*args, **kwargs)
             records[key] = args[0]
         if perturb is not None:
             out = out + perturb[key]
@@ -319,12 +332,12 @@ def _sq(v: jax.Array) -> jax.Array:
     return jnp.sum(jnp.square(v.reshape(v.shape[0], -1)), axis=1)
 
 
-def _conv_costs(a_shape, g_shape, kernel_size) -> tuple[float, float]:
-    """Multiply-adds per example of the direct and the Gram form of a conv weight-gradient norm."""
-    p = math.prod(g_shape[1:-1])
-    k = math.prod(kernel_size) * a_shape[-1]
-    o = g_shape[-1]
-    return p * k * o, p * p * (k + o)
+def _patch_gram_costs(a_shape, out_hw, kernel_size) -> dict[str, float]:
+    """Multiply-adds per example of a conv's patch Gram ``(a_p·a_q)`` (:func:`_patch_gram`) from
+    im2col patches (``P²·K``) and from the pixel Gram (``N²·Cin + kh·kw·P²``, N input pixels)."""
+    p, n = math.prod(out_hw), math.prod(a_shape[1:-1])
+    taps = math.prod(kernel_size)
+    return {"patches": p * p * taps * a_shape[-1], "pixels": n * n * a_shape[-1] + taps * p * p}
 
 
 def _conv_shifted_inputs(a: jax.Array, kernel_size, strides, padding, out_hw):
@@ -348,8 +361,36 @@ def _conv_patches(a: jax.Array, kernel_size, strides, padding, out_hw) -> jax.Ar
 def _ghost_sq(a: jax.Array, g: jax.Array) -> jax.Array:
     """``||Σ_p a_p g_pᵀ||²_F = Σ_{p,q} (a_p·a_q)(g_p·g_q)`` per example; a (B,P,K), g (B,P,O)."""
     hp = jax.lax.Precision.HIGHEST
-    return jnp.einsum("bpq,bpq->b", jnp.einsum("bpk,bqk->bpq", a, a, precision=hp),
-                      jnp.einsum("bpo,bqo->bpq", g, g, precision=hp))
+    return _gram_sq(jnp.einsum("bpk,bqk->bpq", a, a, precision=hp), g)
+
+
+def _gram_sq(gram_a: jax.Array, g: jax.Array) -> jax.Array:
+    """``Σ_{p,q} gram_a[p,q] (g_p·g_q)`` per example; gram_a (B,P,P), g (B,P,O)."""
+    hp = jax.lax.Precision.HIGHEST
+    return jnp.einsum("bpq,bpq->b", gram_a, jnp.einsum("bpo,bqo->bpq", g, g, precision=hp))
+
+
+def _patch_gram(a: jax.Array, kernel_size, strides, padding, out_hw, form: str) -> jax.Array:
+    """Gram matrix of a conv's im2col patches, ``(a_p·a_q)`` (B, P, P), for input a (B,H,W,Cin).
+
+    ``"patches"`` forms the patches (P²·K multiply-adds); ``"pixels"`` uses
+    ``a_p·a_q = Σ_{(dy,dx)} ã[σp+d]·ã[σq+d]`` (ã the zero-padded input, σ the stride): one Gram of
+    the N input pixels (N²·Cin), zero-padded, summed over the kh·kw diagonal shifts; cheaper when
+    N² < kh·kw·P², e.g. for stride-1 convs. Both give the same matrix (up to rounding)."""
+    if form == "patches":
+        pat = _conv_patches(a, kernel_size, strides, padding, out_hw)
+        return jnp.einsum("bpk,bqk->bpq", pat, pat, precision=jax.lax.Precision.HIGHEST)
+    b, h, w, c = a.shape
+    (kh, kw), (sh, sw), ((pt, pb), (pl, pr)), (ho, wo) = kernel_size, strides, padding, out_hw
+    pix = a.reshape(b, h * w, c)
+    m = jnp.einsum("bxc,byc->bxy", pix, pix, precision=jax.lax.Precision.HIGHEST).reshape(b, h, w, h, w)
+    m = jnp.pad(m, ((0, 0), (pt, pb), (pl, pr), (pt, pb), (pl, pr)))
+    gram = 0.0
+    for dy in range(kh):
+        for dx in range(kw):
+            stop = (dy + sh * (ho - 1) + 1, dx + sw * (wo - 1) + 1)
+            gram = gram + jax.lax.slice(m, (0, dy, dx, dy, dx), (b, *stop, *stop), (1, sh, sw, sh, sw))
+    return gram.reshape(b, ho * wo, ho * wo)
 
 
 def _conv_weight_grads(a, g, kernel_size, strides, padding) -> jax.Array:
@@ -361,26 +402,38 @@ def _conv_weight_grads(a, g, kernel_size, strides, padding) -> jax.Array:
 
 # Measured on XLA CPU (benchmarks/difficulty.py): per-offset batched matmuls beat im2col for wide
 # inputs, im2col (one matmul with K = kh·kw·Cin) wins for narrow ones, and the Gram form only pays
-# off when it needs several times fewer multiply-adds (its P×P products run less efficiently).
+# off when it needs several times fewer multiply-adds (its P×P products run less efficiently):
+# 4x with the im2col patch Gram; 2x with the pixel Gram (``benchmarks/sdc_overhead.py --conv-forms``,
+# batch 100: at 2.2x fewer multiply-adds, a 16x16 128->128 conv, the norms cost the same CPU time as
+# the direct form's and their gradient 1.6-1.8x less; at 1.05x, 16x16 64->64, the direct form is
+# 1.5x (gradient) to 3x (value) faster).
 _NARROW_CIN = 16
-_GHOST_ADVANTAGE = 4.0
+_GHOST_ADVANTAGE = {"patches": 4.0, "pixels": 2.0}
 
 
 def _conv_weight_sq(a, g, kernel_size, strides, padding, method) -> jax.Array:
-    """``||∇K_i||²`` per example for a conv with input a (B,H,W,Cin) and output gradient g (B,Ho,Wo,O)."""
-    if method == "auto":
-        direct, ghost = _conv_costs(a.shape, g.shape, kernel_size)
-        method = "ghost" if _GHOST_ADVANTAGE * ghost < direct else "direct"
+    """``||∇K_i||²`` per example for a conv with input a (B,H,W,Cin) and output gradient g (B,Ho,Wo,O).
+
+    ``direct``: the per-example kernel gradient (P·K·O multiply-adds); ``ghost``: the Gram form
+    ``Σ_{p,q} (a_p·a_q)(g_p·g_q)`` (P²·O plus the patch Gram, :func:`_patch_gram`); ``auto``: the Gram
+    form when it needs :data:`_GHOST_ADVANTAGE` times fewer multiply-adds."""
     b, o = g.shape[0], g.shape[-1]
+    out_hw = g.shape[1:3]
+    costs = _patch_gram_costs(a.shape, out_hw, kernel_size)
+    form = min(costs, key=costs.get)
+    if method == "auto":
+        p = math.prod(out_hw)
+        direct = p * math.prod(kernel_size) * a.shape[-1] * o
+        method = "ghost" if _GHOST_ADVANTAGE[form] * (p * p * o + costs[form]) < direct else "direct"
     g2 = g.reshape(b, -1, o)
     if method == "ghost":
-        return _ghost_sq(_conv_patches(a, kernel_size, strides, padding, g.shape[1:3]), g2)
+        return _gram_sq(_patch_gram(a, kernel_size, strides, padding, out_hw, form), g2)
     hp = jax.lax.Precision.HIGHEST
     if a.shape[-1] < _NARROW_CIN:
-        pat = _conv_patches(a, kernel_size, strides, padding, g.shape[1:3])
+        pat = _conv_patches(a, kernel_size, strides, padding, out_hw)
         return _sq(jnp.einsum("bpk,bpo->bko", pat, g2, precision=hp))
     total = 0.0
-    for s in _conv_shifted_inputs(a, kernel_size, strides, padding, g.shape[1:3]):
+    for s in _conv_shifted_inputs(a, kernel_size, strides, padding, out_hw):
         total = total + _sq(jnp.einsum("bpc,bpo->bco", s.reshape(b, -1, s.shape[-1]), g2, precision=hp))
     return total
 
@@ -390,7 +443,7 @@ def _dense_weight_sq(a, g, method) -> jax.Array:
     p, k, o = a.shape[1], a.shape[2], g.shape[2]
     if p == 1:
         return _sq(a) * _sq(g)
-    if method == "ghost" or (method == "auto" and _GHOST_ADVANTAGE * p * p * (k + o) < p * k * o):
+    if method == "ghost" or (method == "auto" and _GHOST_ADVANTAGE["patches"] * p * p * (k + o) < p * k * o):
         return _ghost_sq(a, g)
     return _sq(jnp.einsum("bpk,bpo->bko", a, g, precision=jax.lax.Precision.HIGHEST))
 
