@@ -35,29 +35,9 @@ FLAG_SETS = ("", "--xla_cpu_use_xnnpack=false", "--xla_cpu_experimental_ynn_fusi
 
 
 def _median_ms(fn, *args, rounds: int = 10) -> float:
-    c = jax.jit(fn).lower(*args).compile()
-    jax.block_until_ready(c(*args))
-    times = []
-    for _ in range(rounds):
-        t = time.perf_counter()
-        jax.block_until_ready(c(*args))
-        times.append(time.perf_counter() - t)
-    return 1e3 * float(np.median(times))
+    from _bench import time_compiled
 
-
-def winograd_conv3x3(x, k):
-    """Stride 1, padding 1, even H and W: F(2x2, 3x3) on 4x4 input tiles with stride 2."""
-    bt = lambda r: [r[0] - r[2], r[1] + r[2], r[2] - r[1], r[1] - r[3]]  # noqa: E731  B^T d (rows)
-    n, h, w, c = x.shape
-    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    rows = bt([xp[:, a:a + h:2] for a in range(4)])
-    v = jnp.stack([t for r in rows for t in bt([r[:, :, b:b + w:2] for b in range(4)])]).reshape(16, -1, c)
-    g = jnp.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]], x.dtype)
-    u = jnp.einsum("ah,hwco,bw->abco", g, k, g).reshape(16, c, -1)
-    m = jnp.einsum("ktc,kco->kto", v, u).reshape(4, 4, n, h // 2, w // 2, -1)
-    r = [m[0] + m[1] + m[2], m[1] - m[2] - m[3]]  # A^T M (rows), then columns
-    y = jnp.stack([jnp.stack([q[0] + q[1] + q[2], q[1] - q[2] - q[3]], 3) for q in r], 2)
-    return y.reshape(n, h, w, -1)
+    return 1e3 * time_compiled(fn, args, rounds)["s_per_it"]
 
 
 def peak() -> None:
