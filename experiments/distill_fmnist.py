@@ -118,8 +118,9 @@ def row_of(res: dict, tag: str) -> dict:
             "batch_real": mc["batch_real"], "loops": f"{mc.get('outer_loop', '-')}/{mc.get('inner_loop', '-')}"}
 
 
-def row_command(r: dict, out: Path) -> str:
-    """The command that makes (or reuses) exactly this row."""
+def row_command(r: dict, out: Path, results: Path) -> str:
+    """The command that makes (or reuses) exactly this row and writes its table to ``results`` (the
+    table lists every run under ``out``, so a command without it would overwrite the default table)."""
     its = "--dm-iterations" if r["method"] == "dm" else "--iterations"
     cmd = (f"python experiments/distill_fmnist.py --ipc {r['ipc']} --methods {r['method']} --sdc {r['sdc']:g} "
            f"--keep {r['keep']:g} {its} {r['iterations']}")
@@ -127,7 +128,7 @@ def row_command(r: dict, out: Path) -> str:
         outer, inner = r["loops"].split("/")
         cmd += f" --outer-loop-ipc10 {outer} --inner-loop-ipc10 {inner}"
     return cmd + (f" --batch-real {r['batch_real']} --eval-epochs {r['epochs']} --eval-models {r['models']} "
-                  f"--out {out}")
+                  f"--out {out} --results {results}")
 
 
 def baseline(ipc: int, preset: str, ds, args, out: Path) -> dict:
@@ -166,7 +167,7 @@ def write_results(out: Path, args, path: Path) -> None:
 
     text = format_table(table, cols)
     for r in rows:
-        r["command"] = row_command(r, out)
+        r["command"] = row_command(r, out, path)
     header = (f"Fashion-MNIST ({args.dataset}), {args.model}; real batch {args.batch_real}/class; "
               f"evaluation: {args.eval_models} fresh networks x {args.eval_epochs} epochs (preset dc for DC, "
               f"dc-dsa for DSA/DM), full test set; pruning: easiest fraction per class by the loss of a "
@@ -174,7 +175,8 @@ def write_results(out: Path, args, path: Path) -> None:
               f"synthetic set under 4 fresh networks. Each row is reproduced by `python experiments/distill_fmnist.py "
               f"--ipc IPC --methods METHOD --sdc λ --keep KEEP --iterations ITERS (--dm-iterations for DM) "
               f"[--outer-loop-ipc10 O --inner-loop-ipc10 I] --batch-real B --eval-epochs E --eval-models M "
-              f"--out {out}` with the row's values; `{path.with_suffix('.json').name}` holds every row's exact command.")
+              f"--out {out} --results {path}` with the row's values; `{path.with_suffix('.json').name}` holds every row's "
+              f"exact command.")
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path.with_suffix(".json"), {"rows": rows, "baselines": list(base.values())})
     write_markdown(path, "# Distillation on Fashion-MNIST (issue 4)\n\n" + header + "\n\n" + markdown_table(table, cols)
