@@ -358,16 +358,19 @@ def _conv_patches(a: jax.Array, kernel_size, strides, padding, out_hw) -> jax.Ar
     return pat.reshape(pat.shape[0], -1, pat.shape[-1])
 
 
+def _gram(x: jax.Array) -> jax.Array:
+    """Per-example Gram matrix ``x_p·x_q`` (B, P, P) of rows x (B, P, K)."""
+    return jnp.einsum("bpk,bqk->bpq", x, x, precision=jax.lax.Precision.HIGHEST)
+
+
 def _ghost_sq(a: jax.Array, g: jax.Array) -> jax.Array:
     """``||Σ_p a_p g_pᵀ||²_F = Σ_{p,q} (a_p·a_q)(g_p·g_q)`` per example; a (B,P,K), g (B,P,O)."""
-    hp = jax.lax.Precision.HIGHEST
-    return _gram_sq(jnp.einsum("bpk,bqk->bpq", a, a, precision=hp), g)
+    return _gram_sq(_gram(a), g)
 
 
 def _gram_sq(gram_a: jax.Array, g: jax.Array) -> jax.Array:
     """``Σ_{p,q} gram_a[p,q] (g_p·g_q)`` per example; gram_a (B,P,P), g (B,P,O)."""
-    hp = jax.lax.Precision.HIGHEST
-    return jnp.einsum("bpq,bpq->b", gram_a, jnp.einsum("bpo,bqo->bpq", g, g, precision=hp))
+    return jnp.einsum("bpq,bpq->b", gram_a, _gram(g))
 
 
 def _patch_gram(a: jax.Array, kernel_size, strides, padding, out_hw, form: str) -> jax.Array:
@@ -378,12 +381,10 @@ def _patch_gram(a: jax.Array, kernel_size, strides, padding, out_hw, form: str) 
     the N input pixels (N²·Cin), zero-padded, summed over the kh·kw diagonal shifts; cheaper when
     N² < kh·kw·P², e.g. for stride-1 convs. Both give the same matrix (up to rounding)."""
     if form == "patches":
-        pat = _conv_patches(a, kernel_size, strides, padding, out_hw)
-        return jnp.einsum("bpk,bqk->bpq", pat, pat, precision=jax.lax.Precision.HIGHEST)
+        return _gram(_conv_patches(a, kernel_size, strides, padding, out_hw))
     b, h, w, c = a.shape
     (kh, kw), (sh, sw), ((pt, pb), (pl, pr)), (ho, wo) = kernel_size, strides, padding, out_hw
-    pix = a.reshape(b, h * w, c)
-    m = jnp.einsum("bxc,byc->bxy", pix, pix, precision=jax.lax.Precision.HIGHEST).reshape(b, h, w, h, w)
+    m = _gram(a.reshape(b, h * w, c)).reshape(b, h, w, h, w)
     m = jnp.pad(m, ((0, 0), (pt, pb), (pl, pr), (pt, pb), (pl, pr)))
     gram = 0.0
     for dy in range(kh):
