@@ -82,3 +82,19 @@ def op_times(compiled, args: tuple, top: int = 20, runs: int = 1) -> list[dict]:
         rows.append({"instruction": name, "op": op[-90:], "shape": shape, "ms": round(us / 1e3 / runs, 2),
                      "share": round(us / matched, 3) if matched else None})
     return rows
+
+
+def alternate(fns: dict, rounds: int) -> dict:
+    """{label: (compiled, args)} -> {label: (median wall s, median CPU s)} over alternating rounds
+    (after one warm-up call each)."""
+    for f, args in fns.values():
+        jax.block_until_ready(f(*args))
+    walls = {k: [] for k in fns}
+    cpus = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, (f, args) in fns.items():
+            t, c = time.time(), time.process_time()
+            jax.block_until_ready(f(*args))
+            walls[k].append(time.time() - t)
+            cpus[k].append(time.process_time() - c)
+    return {k: (float(np.median(walls[k])), float(np.median(cpus[k]))) for k in fns}

@@ -21,11 +21,10 @@ import argparse
 import os
 import subprocess
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
+from _bench import alternate, time_compiled
 
 FLAG_SETS = ("", "--xla_cpu_use_xnnpack=false", "--xla_cpu_experimental_ynn_fusion_type=-reduce",
              "--xla_cpu_experimental_ynn_fusion_type=+eltwise", "--xla_cpu_experimental_ynn_fusion_type=+dot",
@@ -35,8 +34,6 @@ FLAG_SETS = ("", "--xla_cpu_use_xnnpack=false", "--xla_cpu_experimental_ynn_fusi
 
 
 def _median_ms(fn, *args, rounds: int = 10) -> float:
-    from _bench import time_compiled
-
     return 1e3 * time_compiled(fn, args, rounds)["s_per_it"]
 
 
@@ -107,14 +104,8 @@ def norm_form(data_dir: str | None) -> None:
                 compiled[name] = (jax.jit(fn).lower(*args).compile(), args)
             finally:
                 convnet.Norm = original
-            jax.block_until_ready(compiled[name][0](*compiled[name][1]))
-        times = {k: [] for k in compiled}
-        for _ in range(5):
-            for k, (c, a) in compiled.items():
-                t = time.perf_counter()
-                jax.block_until_ready(c(*a))
-                times[k].append(time.perf_counter() - t)
-        print(what + ": " + ", ".join(f"{k} {np.median(v):.3f} s" for k, v in times.items())
+        times = alternate(compiled, 5)
+        print(what + ": " + ", ".join(f"{k} {wall:.3f} s" for k, (wall, _) in times.items())
               + f" (medians of 5 alternating rounds; load {os.getloadavg()[0]:.1f})")
 
 

@@ -29,25 +29,9 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _bench import compiled_memory_bytes, megabytes
+from _bench import alternate, compiled_memory_bytes, megabytes
 
 CONV_SHAPES = ((16, 64, 64), (16, 128, 128), (12, 128, 128), (8, 64, 64), (8, 128, 128))  # (H=W, Cin, Cout)
-
-
-def alternate(fns: dict, rounds: int) -> dict:
-    """{label: (compiled, args)} -> {label: (median wall s, median CPU s)} over alternating rounds
-    (after one warm-up call each)."""
-    for f, args in fns.values():
-        jax.block_until_ready(f(*args))
-    walls = {k: [] for k in fns}
-    cpus = {k: [] for k in fns}
-    for _ in range(rounds):
-        for k, (f, args) in fns.items():
-            t, c = time.time(), time.process_time()
-            jax.block_until_ready(f(*args))
-            walls[k].append(time.time() - t)
-            cpus[k].append(time.process_time() - c)
-    return {k: (float(np.median(walls[k])), float(np.median(cpus[k]))) for k in fns}
 
 
 def conv_forms(rounds: int) -> list[dict]:
